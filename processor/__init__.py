@@ -1,0 +1,8 @@
+"""roomserver: a Matrix roomserver as an event-sourced Kafka stream processor."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("roomserver")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
