@@ -26,3 +26,43 @@ __all__ = [
     "StateResAlgorithm",
     "room_version",
 ]
+
+# Canonical JSON, hashes and event IDs, redaction, signing (issue 3).
+from processor.matrix.canonical_json import CanonicalJsonError, canonical_json
+from processor.matrix.hashing import (
+    add_content_hash,
+    check_content_hash,
+    compute_event_id,
+    content_hash,
+    reference_hash,
+    room_id_for_create_event,
+)
+from processor.matrix.redaction import redact
+from processor.matrix.signing import (
+    decode_base64,
+    encode_base64,
+    public_key_from_seed,
+    sign_event,
+    sign_json,
+    verify_ed25519,
+    verify_signed_json,
+)
+
+__all__ += [
+    "CanonicalJsonError",
+    "add_content_hash",
+    "canonical_json",
+    "check_content_hash",
+    "compute_event_id",
+    "content_hash",
+    "decode_base64",
+    "encode_base64",
+    "public_key_from_seed",
+    "redact",
+    "reference_hash",
+    "room_id_for_create_event",
+    "sign_event",
+    "sign_json",
+    "verify_ed25519",
+    "verify_signed_json",
+]
