@@ -66,3 +66,24 @@ __all__ += [
     "verify_ed25519",
     "verify_signed_json",
 ]
+
+# Authorization rules and auth-event selection (issue 4).
+from processor.matrix.auth import (  # noqa: E402
+    auth_types_for_event,
+    check_auth,
+    check_auth_events_shape,
+)
+from processor.matrix.power_levels import (  # noqa: E402
+    CREATOR_POWER_LEVEL,
+    required_power_level,
+    user_power_level,
+)
+
+__all__ += [
+    "CREATOR_POWER_LEVEL",
+    "auth_types_for_event",
+    "check_auth",
+    "check_auth_events_shape",
+    "required_power_level",
+    "user_power_level",
+]
