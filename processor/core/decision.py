@@ -1,0 +1,188 @@
+"""The per-event decision: plain functions the input handler calls, step by step.
+
+The spec's "Checks performed on receipt of a PDU" (server-server API), the roomserver's part:
+
+4. the event passes the auth rules based on its own auth events, else it is rejected;
+5. it passes the auth rules based on the state before it, else it is rejected;
+6. it passes the auth rules based on the room's current state, else it is "soft failed".
+
+Everything here is pure: the handler loads what a step needs and hands it over.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
+from processor.errors import AuthError
+from processor.matrix.auth import (
+    auth_types_for_event,
+    check_auth,
+    check_auth_events_shape,
+    required_power_level,
+    user_power_level,
+)
+from processor.matrix.events import Event
+from processor.matrix.room_versions import RoomVersion
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    SOFT_FAILED = "soft_failed"
+    OUTLIER = "outlier"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+
+def check_against_auth_events(
+    event: Event, auth_events: Sequence[Event], rejected_ids: Iterable[str], version: RoomVersion
+) -> str | None:
+    """Step 4. Returns the rejection reason, or None when the event passes."""
+    rejected = sorted(set(rejected_ids))
+    if rejected:
+        # Auth rules (all versions): an event whose auth events were rejected is rejected.
+        return f"auth events were rejected: {', '.join(rejected)}"
+    try:
+        check_auth_events_shape(event, auth_events, version)
+        check_auth(event, {e.state_tuple: e for e in auth_events if e.state_tuple}, version)
+    except AuthError as e:
+        return str(e)
+    return None
+
+
+def check_against_state(
+    event: Event, state: Mapping[tuple[str, str], Event], version: RoomVersion
+) -> str | None:
+    """Steps 5 and 6: the auth rules against a state (before the event, or current)."""
+    try:
+        check_auth(event, state, version)
+    except AuthError as e:
+        return str(e)
+    return None
+
+
+def auth_keys(event: Event, version: RoomVersion) -> list[tuple[str, str]]:
+    """The state keys the auth rules read for this event (plus the create event, which v12
+    leaves out of the selection but the rules still need)."""
+    keys = auth_types_for_event(event, version)
+    if ("m.room.create", "") not in keys:
+        keys.append(("m.room.create", ""))
+    return keys
+
+
+def state_after(
+    state_before: Mapping[StateKeyTuple, EventNID],
+    key: StateKeyTuple | None,
+    event_nid: EventNID,
+    rejected: bool,
+) -> Mapping[StateKeyTuple, EventNID]:
+    """The state after an event: the state before, plus the event when it is an accepted
+    state event. A rejected event changes no state. Returns `state_before` itself when
+    nothing changes, so unchanged state is shared, never copied."""
+    if key is None or rejected or state_before.get(key) == event_nid:
+        return state_before
+    after = dict(state_before)
+    after[key] = event_nid
+    return after
+
+
+def forward_extremities_after(
+    extremities: Sequence[EventNID], prev_nids: Iterable[EventNID], event_nid: EventNID
+) -> tuple[EventNID, ...]:
+    """The new event replaces the extremities it references (its prev events)."""
+    referenced = set(prev_nids)
+    kept = [nid for nid in extremities if nid not in referenced and nid != event_nid]
+    kept.append(event_nid)
+    return tuple(kept)
+
+
+def state_delta(
+    old: Mapping[StateKeyTuple, EventNID], new: Mapping[StateKeyTuple, EventNID]
+) -> tuple[dict[StateKeyTuple, EventNID], dict[StateKeyTuple, EventNID]]:
+    """(removed, added) entries from `old` to `new`."""
+    if old is new:
+        return {}, {}
+    removed = {k: v for k, v in old.items() if new.get(k) != v}
+    added = {k: v for k, v in new.items() if old.get(k) != v}
+    return removed, added
+
+
+def redaction_is_valid(
+    redaction: Event,
+    target_sender: str,
+    state_before_redaction: Mapping[tuple[str, str], Event],
+    version: RoomVersion,
+) -> bool:
+    """Whether an accepted redaction may be applied to its target.
+
+    v1, v2: the auth rules already required the sender's redact level or the same domain as
+    the redacted event's ID, so an accepted redaction applies. v3+ (room version 3 page,
+    "Handling redactions"): the redaction is applied only when the sender has the redact
+    power level, or is on the same server as the original event's sender.
+    """
+    if version.redaction_auth_rule:
+        return True
+    if _domain(redaction.sender) == _domain(target_sender):
+        return True
+    level = user_power_level(redaction.sender, state_before_redaction, version)
+    return level >= _redact_level(state_before_redaction, version)
+
+
+def _redact_level(state: Mapping[tuple[str, str], Event], version: RoomVersion) -> int:
+    power_levels = state.get(("m.room.power_levels", ""))
+    if power_levels is None:
+        return 50
+    value = power_levels.content.get("redact", 50)
+    if isinstance(value, bool):
+        return 50
+    if isinstance(value, int):
+        return value
+    if not version.integer_power_levels:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return 50
+    return 50
+
+
+def _domain(user_id: str) -> str:
+    return user_id.partition(":")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class StateLookup:
+    """Adapts a NID state map to the (type, state_key) -> Event view the auth rules read,
+    for the few keys an event needs, without materialising the whole state."""
+
+    state: Mapping[StateKeyTuple, EventNID]
+    type_nid: Callable[[str], EventTypeNID | None]
+    state_key_nid: Callable[[str], StateKeyNID | None]
+
+    def nids_for(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], EventNID]:
+        found: dict[tuple[str, str], EventNID] = {}
+        for event_type, state_key in keys:
+            t = self.type_nid(event_type)
+            s = self.state_key_nid(state_key)
+            if t is None or s is None:
+                continue
+            nid = self.state.get((t, s))
+            if nid is not None:
+                found[(event_type, state_key)] = nid
+        return found
+
+
+__all__ = [
+    "Outcome",
+    "StateLookup",
+    "auth_keys",
+    "check_against_auth_events",
+    "check_against_state",
+    "forward_extremities_after",
+    "redaction_is_valid",
+    "required_power_level",
+    "state_after",
+    "state_delta",
+]

@@ -1,0 +1,384 @@
+"""In-process caches of immutable room data, in front of a storage `Batch`.
+
+Events, the state at an event and NIDs never change once written (a redaction replaces an
+event's JSON, so it evicts that event). Keeping them in process makes the common case —
+an event whose prev event was handled a moment ago — cost no database round trip.
+
+Whatever a failed batch wrote must not survive in here: the caller drops the whole cache
+(`RoomCache.clear`) when a batch rolls back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from processor.core.decision import state_after
+from processor.core.nids import (
+    EventNID,
+    EventTypeNID,
+    RoomNID,
+    StateKeyNID,
+    StateKeyTuple,
+    StateSnapshotNID,
+)
+from processor.errors import CorruptState, InvalidEvent, StateResolutionError
+from processor.matrix.canonical_json import canonical_json
+from processor.matrix.events import Event
+from processor.matrix.pdu import decode_pdu
+from processor.matrix.room_versions import RoomVersion, room_version
+from processor.matrix.state_res import StateResEvent
+from processor.storage.base import Batch, EventRecord, RoomRecord
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A bounded mapping that forgets the least recently used entry."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self._capacity:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class StateAt:
+    """A state map, and the snapshot that stores it once it is stored (0 until then).
+
+    `base_snapshot_nid` is a stored snapshot this state differs little from (the state
+    before the prev event), so storage can add a delta block instead of the full state.
+    """
+
+    __slots__ = ("base_snapshot_nid", "entries", "snapshot_nid")
+
+    def __init__(
+        self,
+        entries: Mapping[StateKeyTuple, EventNID],
+        snapshot_nid: StateSnapshotNID = StateSnapshotNID(0),
+        base_snapshot_nid: StateSnapshotNID = StateSnapshotNID(0),
+    ) -> None:
+        self.entries = entries
+        self.snapshot_nid = snapshot_nid
+        self.base_snapshot_nid = base_snapshot_nid
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedEvent:
+    """A stored event with its decoded form."""
+
+    nid: EventNID
+    event_id: str
+    room_nid: RoomNID
+    key: StateKeyTuple | None
+    rejected: bool
+    outlier: bool
+    redacted: bool
+    state_snapshot_nid: StateSnapshotNID
+    auth_nids: tuple[EventNID, ...]
+    prev_nids: tuple[EventNID, ...]
+    event: Event
+
+
+class RoomState:
+    """What the handler tracks of one room between events: its record, its version, its
+    forward extremities, current state and output stream position."""
+
+    def __init__(self, record: RoomRecord, version: RoomVersion, cache: RoomCache) -> None:
+        self.record = record
+        self.version = version
+        self.forward_extremities: tuple[EventNID, ...] = tuple(record.forward_extremities)
+        self.current_snapshot_nid = StateSnapshotNID(record.current_snapshot_nid)
+        self.stream_position = record.last_stream_position
+        self._current: StateAt | None = None
+        self._cache = cache
+
+    def current_state(self, batch: Batch) -> StateAt:
+        if self._current is None:
+            self._current = self._cache.load_state(batch, self.current_snapshot_nid)
+        return self._current
+
+    def set_current(self, batch: Batch, state: StateAt) -> None:
+        self.current_snapshot_nid = self._cache.snapshot_for(batch, self, state)
+        self._current = state
+
+    def next_stream_position(self) -> int:
+        self.stream_position += 1
+        return self.stream_position
+
+
+class RoomCache:
+    """Caches shared by every batch of one handler (one partition)."""
+
+    def __init__(self, *, events: int = 200_000, states: int = 256) -> None:
+        self._rooms: dict[str, RoomState] = {}
+        self._events: LRU[EventNID, LoadedEvent] = LRU(events)
+        self._ids: LRU[str, EventNID] = LRU(events)
+        self._states: LRU[StateSnapshotNID, StateAt] = LRU(states)
+        self._after: LRU[EventNID, StateAt] = LRU(states)
+        self._type_nids: dict[str, EventTypeNID] = {}
+        self._state_key_nids: dict[str, StateKeyNID] = {}
+
+    def clear(self) -> None:
+        """Forget everything (after a rolled-back batch)."""
+        self._rooms.clear()
+        self._events.clear()
+        self._ids.clear()
+        self._states.clear()
+        self._after.clear()
+
+    # ------------------------------------------------------------ NIDs
+
+    def prefetch_nids(self, batch: Batch, types: Iterable[str], keys: Iterable[str]) -> None:
+        """Assign the NIDs a batch will need in one round trip per kind."""
+        missing_types = {t for t in types if t not in self._type_nids}
+        if missing_types:
+            self._type_nids.update(batch.event_type_nids(missing_types))
+        missing_keys = {k for k in keys if k not in self._state_key_nids}
+        if missing_keys:
+            self._state_key_nids.update(batch.state_key_nids(missing_keys))
+
+    def type_nid(self, batch: Batch, event_type: str) -> EventTypeNID:
+        nid = self._type_nids.get(event_type)
+        if nid is None:
+            nid = batch.event_type_nids([event_type])[event_type]
+            self._type_nids[event_type] = nid
+        return nid
+
+    def state_key_nid(self, batch: Batch, state_key: str) -> StateKeyNID:
+        nid = self._state_key_nids.get(state_key)
+        if nid is None:
+            nid = batch.state_key_nids([state_key])[state_key]
+            self._state_key_nids[state_key] = nid
+        return nid
+
+    def known_type_nid(self, event_type: str) -> EventTypeNID | None:
+        return self._type_nids.get(event_type)
+
+    # ------------------------------------------------------------ rooms
+
+    def room(self, batch: Batch, room_id: str) -> RoomState | None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            record = batch.select_room(room_id)
+            if record is None:
+                return None
+            room = self.add_room(record, room_version(record.room_version))
+        return room
+
+    def add_room(self, record: RoomRecord, version: RoomVersion) -> RoomState:
+        room = RoomState(record, version, self)
+        self._rooms[record.room_id] = room
+        return room
+
+    # ------------------------------------------------------------ events
+
+    def _loaded(self, record: EventRecord, version: RoomVersion) -> LoadedEvent:
+        try:
+            event = decode_pdu(record.json, version)
+        except InvalidEvent as e:
+            raise CorruptState(f"stored event {record.event_id} does not decode: {e}") from e
+        key = (
+            None
+            if record.state_key_nid == 0
+            else (EventTypeNID(record.type_nid), StateKeyNID(record.state_key_nid))
+        )
+        loaded = LoadedEvent(
+            nid=EventNID(record.event_nid),
+            event_id=record.event_id,
+            room_nid=RoomNID(record.room_nid),
+            key=key,
+            rejected=record.rejected,
+            outlier=record.outlier,
+            redacted=record.redacted,
+            state_snapshot_nid=StateSnapshotNID(record.state_snapshot_nid),
+            auth_nids=tuple(EventNID(n) for n in record.auth_event_nids),
+            prev_nids=tuple(EventNID(n) for n in record.prev_event_nids),
+            event=event,
+        )
+        self._events.put(loaded.nid, loaded)
+        self._ids.put(loaded.event_id, loaded.nid)
+        return loaded
+
+    def event_nid(self, batch: Batch, event_id: str) -> EventNID | None:
+        nid = self._ids.get(event_id)
+        if nid is not None:
+            return nid
+        found = batch.select_events_by_id([event_id])
+        record = found.get(event_id)
+        if record is None:
+            return None
+        self._ids.put(event_id, EventNID(record.event_nid))
+        return EventNID(record.event_nid)
+
+    def load_by_id(
+        self, batch: Batch, room: RoomState, event_ids: Iterable[str]
+    ) -> dict[str, LoadedEvent]:
+        found: dict[str, LoadedEvent] = {}
+        missing: list[str] = []
+        for event_id in event_ids:
+            nid = self._ids.get(event_id)
+            loaded = self._events.get(nid) if nid is not None else None
+            if loaded is not None:
+                found[event_id] = loaded
+            else:
+                missing.append(event_id)
+        if missing:
+            for event_id, record in batch.select_events_by_id(missing).items():
+                found[event_id] = self._loaded(record, room.version)
+        return found
+
+    def load(
+        self, batch: Batch, room: RoomState, nids: Iterable[EventNID]
+    ) -> dict[EventNID, LoadedEvent]:
+        found: dict[EventNID, LoadedEvent] = {}
+        missing: list[EventNID] = []
+        for nid in nids:
+            loaded = self._events.get(nid)
+            if loaded is not None:
+                found[nid] = loaded
+            else:
+                missing.append(nid)
+        if missing:
+            records = batch.select_events(missing)
+            for nid in missing:
+                record = records.get(nid)
+                if record is None:
+                    raise CorruptState(f"event NID {nid} is referenced but not stored")
+                found[nid] = self._loaded(record, room.version)
+        return found
+
+    def forget(self, nid: EventNID) -> None:
+        self._events.pop(nid)
+
+    def insert_event(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event: Event,
+        *,
+        key: StateKeyTuple | None,
+        outlier: bool,
+        rejection_reason: str | None,
+        state_snapshot_nid: StateSnapshotNID,
+        auth_event_nids: tuple[EventNID, ...],
+        prev_event_nids: tuple[EventNID, ...],
+    ) -> LoadedEvent:
+        json = canonical_json(dict(event.pdu))
+        nid = batch.insert_event(
+            room_nid=room.record.room_nid,
+            event_id=event.event_id,
+            type_nid=key[0] if key else self.type_nid(batch, event.type),
+            state_key_nid=key[1] if key else 0,
+            depth=event.depth,
+            outlier=outlier,
+            rejection_reason=rejection_reason,
+            state_snapshot_nid=state_snapshot_nid,
+            auth_event_nids=auth_event_nids,
+            prev_event_nids=prev_event_nids,
+            json=json,
+        )
+        loaded = LoadedEvent(
+            nid=EventNID(nid),
+            event_id=event.event_id,
+            room_nid=room.record.room_nid,
+            key=key,
+            rejected=rejection_reason is not None,
+            outlier=outlier,
+            redacted=False,
+            state_snapshot_nid=state_snapshot_nid,
+            auth_nids=auth_event_nids,
+            prev_nids=prev_event_nids,
+            event=event,
+        )
+        self._events.put(loaded.nid, loaded)
+        self._ids.put(loaded.event_id, loaded.nid)
+        return loaded
+
+    # ------------------------------------------------------------ state
+
+    def load_state(self, batch: Batch, snapshot_nid: StateSnapshotNID) -> StateAt:
+        if snapshot_nid == 0:
+            return StateAt({})
+        state = self._states.get(snapshot_nid)
+        if state is None:
+            state = StateAt(batch.load_state(snapshot_nid), snapshot_nid)
+            self._states.put(snapshot_nid, state)
+        return state
+
+    def snapshot_for(self, batch: Batch, room: RoomState, state: StateAt) -> StateSnapshotNID:
+        """The snapshot NID of a state, storing it first if it is not stored yet."""
+        if state.snapshot_nid == 0 and state.entries:
+            state.snapshot_nid = batch.store_state(
+                room.record.room_nid, state.entries, base_snapshot_nid=state.base_snapshot_nid
+            )
+            self._states.put(state.snapshot_nid, state)
+        return state.snapshot_nid
+
+    def state_before(self, batch: Batch, room: RoomState, event: LoadedEvent) -> StateAt:
+        return self.load_state(batch, event.state_snapshot_nid)
+
+    def state_after(self, batch: Batch, room: RoomState, event: LoadedEvent) -> StateAt:
+        cached = self._after.get(event.nid)
+        if cached is not None:
+            return cached
+        before = self.state_before(batch, room, event)
+        entries = state_after(before.entries, event.key, event.nid, event.rejected)
+        after = (
+            before
+            if entries is before.entries
+            else StateAt(entries, base_snapshot_nid=before.snapshot_nid)
+        )
+        self._after.put(event.nid, after)
+        return after
+
+    def remember_state_before(self, event: LoadedEvent, state: StateAt) -> None:
+        if state.snapshot_nid:
+            self._states.put(state.snapshot_nid, state)
+
+    def event_source(self, batch: Batch, room: RoomState) -> BatchEventSource:
+        return BatchEventSource(self, batch, room)
+
+
+class BatchEventSource:
+    """Loads events for state resolution through the cache, in batches."""
+
+    def __init__(self, cache: RoomCache, batch: Batch, room: RoomState) -> None:
+        self._cache = cache
+        self._batch = batch
+        self._room = room
+
+    def load(self, nids: Collection[EventNID]) -> dict[EventNID, StateResEvent]:
+        try:
+            loaded = self._cache.load(self._batch, self._room, nids)
+        except CorruptState as e:
+            raise StateResolutionError(str(e)) from e
+        return {
+            nid: StateResEvent(
+                nid=e.nid, event=e.event, key=e.key, auth_nids=e.auth_nids, rejected=e.rejected
+            )
+            for nid, e in loaded.items()
+        }
+
+
+__all__ = ["LRU", "BatchEventSource", "LoadedEvent", "RoomCache", "RoomState", "StateAt"]
+_unused = (room_version,)

@@ -1,0 +1,549 @@
+"""Input handling: one input message through the six steps of the design (§1), in one place.
+
+    bytes ─ decode ─ room version ─ event ID ─ auth (own auth events) ─ state before
+          ─ auth (state before) ─ soft-fail (current state) ─ store ─ extremities/current state
+          ─ outputs
+
+`InputHandler.handle_batch` runs a list of input messages inside one storage `Batch` (one
+database transaction). The Matrix logic itself lives in the pure core (`processor.matrix`,
+`processor.core.decision`); this module loads what each step needs, calls it, and writes the
+result. `RoomCache` keeps immutable data (events, state maps) in process between batches; it
+is dropped whenever a batch fails, because it may hold that batch's uncommitted writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from processor.core import decision
+from processor.core.decision import Outcome
+from processor.core.nids import (
+    MROOM_HISTORY_VISIBILITY_NID,
+    EMPTY_STATE_KEY_NID,
+    EventNID,
+    EventTypeNID,
+    RoomNID,
+    StateKeyNID,
+    StateKeyTuple,
+    StateSnapshotNID,
+)
+from processor.errors import InvalidEvent, SchemaError, StateResolutionError
+from processor.matrix.canonical_json import canonical_json
+from processor.matrix.events import Event
+from processor.matrix.pdu import decode_pdu
+from processor.matrix.redaction import redact
+from processor.matrix.room_versions import RoomVersion, room_version
+from processor.matrix.state_res import StateResEvent, resolve_state
+from processor.pipeline.caches import LoadedEvent, RoomCache, RoomState
+from processor.pipeline.outputs import OutputBuilder
+from processor.storage.base import Batch, RoomRecord
+from schemas.codecs import decode_input
+from schemas.dead_letter import DeadLetterReason
+from schemas.input import InputRoomEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InputMessage:
+    """One input record: its bytes and where it came from (for dead letters)."""
+
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    message: InputMessage
+    reason: DeadLetterReason
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: dict[Outcome, int] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    state_resolutions: int = 0
+    outputs: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class _DeadLetterError(Exception):
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _PeekPDU(msgspec.Struct):
+    """Just enough of a PDU to find its room version before decoding it for real."""
+
+    type: Any = None
+    state_key: Any = None
+    room_id: Any = None
+    content: Any = None
+
+
+_peek_decoder = msgspec.json.Decoder(_PeekPDU)
+
+
+class InputHandler:
+    """Processes input messages against one store. Not thread-safe: one per partition."""
+
+    def __init__(self, server_name: str, cache: RoomCache, outputs: OutputBuilder) -> None:
+        self._server_name = server_name
+        self._cache = cache
+        self._outputs = outputs
+
+    # ---------------------------------------------------------------- batch
+
+    def handle_batch(self, batch: Batch, messages: Sequence[InputMessage]) -> BatchResult:
+        result = BatchResult()
+        touched: dict[RoomNID, RoomState] = {}
+        self._outputs.begin(batch, result)
+        for message in messages:
+            try:
+                outcome = self._handle(batch, message, touched, result)
+            except _DeadLetterError as e:
+                result.dead_letters.append(DeadLetter(message, e.reason, e.detail))
+                self._outputs.dead_letter(message, e.reason, e.detail)
+                outcome = Outcome.DEAD_LETTERED
+            result.count(outcome)
+        for room in touched.values():
+            batch.update_room(
+                room.record.room_nid,
+                forward_extremities=room.forward_extremities,
+                current_snapshot_nid=room.current_snapshot_nid,
+                last_stream_position=room.stream_position,
+            )
+        return result
+
+    # ---------------------------------------------------------------- one event
+
+    def _handle(
+        self,
+        batch: Batch,
+        message: InputMessage,
+        touched: dict[RoomNID, RoomState],
+        result: BatchResult,
+    ) -> Outcome:
+        # Step 1: decode and validate for the room version; compute the event ID.
+        try:
+            item = decode_input(message.value)
+        except SchemaError as e:
+            raise _DeadLetterError(DeadLetterReason.MALFORMED, str(e)) from e
+        version, room = self._room_version(batch, item)
+        try:
+            event = decode_pdu(item.event, version)
+        except InvalidEvent as e:
+            raise _DeadLetterError(_invalid_reason(e), str(e)) from e
+
+        if self._cache.event_nid(batch, event.event_id) is not None:
+            return Outcome.DUPLICATE
+
+        if room is None:
+            room = self._create_room(batch, event, item, version)
+        if room.record.room_id != event.room_id:
+            raise _DeadLetterError(
+                DeadLetterReason.INVALID_EVENT, f"event {event.event_id} is for another room"
+            )
+        touched[room.record.room_nid] = room
+        key = self._state_key_tuple(batch, event)
+
+        # Step 2a: auth against the event's own auth events (not stored: not processed).
+        auth_events = self._require(
+            batch, room, event.auth_event_ids, DeadLetterReason.MISSING_AUTH_EVENTS, "auth"
+        )
+        rejected = decision.check_against_auth_events(
+            event,
+            [e.event for e in auth_events],
+            [e.event_id for e in auth_events if e.rejected],
+            version,
+        )
+
+        if item.kind == "outlier":
+            self._store(batch, room, event, key, (), auth_events, rejected, None, outlier=True)
+            return Outcome.REJECTED if rejected else Outcome.OUTLIER
+
+        # Step 4: the state before the event.
+        prev_events = self._require(
+            batch, room, event.prev_event_ids, DeadLetterReason.MISSING_PREV_EVENTS, "prev"
+        )
+        state_before = self._state_before(batch, room, event, item, prev_events, result)
+
+        # Step 2b: auth against the state before the event.
+        if rejected is None:
+            rejected = decision.check_against_state(
+                event, self._auth_state(batch, room, event, state_before.entries), version
+            )
+        # Step 2c: soft fail against the current state (new events only; a state-rewriting
+        # join is checked against the state it brings).
+        soft_failed: str | None = None
+        if rejected is None and item.kind == "new" and not item.has_state:
+            current = room.current_state(batch)
+            if current is not state_before.entries:
+                soft_failed = decision.check_against_state(
+                    event, self._auth_state(batch, room, event, current), version
+                )
+
+        loaded = self._store(
+            batch, room, event, key, prev_events, auth_events, rejected, state_before, False
+        )
+        if rejected is not None:
+            log.debug("rejected %s: %s", event.event_id, rejected)
+            return Outcome.REJECTED
+        self._apply_pending_redactions(batch, room, loaded)
+        if item.kind == "old":
+            self._outputs.old_room_event(room, loaded, self._history_visibility(batch, room))
+            return Outcome.ACCEPTED
+        if soft_failed is not None:
+            log.debug("soft-failed %s: %s", event.event_id, soft_failed)
+            return Outcome.SOFT_FAILED
+
+        # Step 5: forward extremities and the current state.
+        old_current = room.current_state(batch)
+        after = self._cache.state_after(batch, room, loaded)
+        if item.has_state:
+            extremities: tuple[EventNID, ...] = (loaded.nid,)
+        else:
+            extremities = decision.forward_extremities_after(
+                room.forward_extremities, [p.nid for p in prev_events], loaded.nid
+            )
+        if len(extremities) == 1:
+            new_current = after
+        else:
+            new_current = self._resolve(
+                batch,
+                room,
+                [self._cache.state_after(batch, room, self._cache.load(batch, room, [n])[n])
+                 for n in extremities],
+                result,
+            )
+        removed, added = decision.state_delta(old_current.entries, new_current.entries)
+        room.forward_extremities = extremities
+        room.set_current(batch, new_current)
+        self._update_memberships(batch, room, added)
+
+        # Step 6: outputs.
+        self._outputs.new_room_event(
+            room,
+            loaded,
+            item,
+            latest=extremities,
+            added=added,
+            removed=removed,
+            rewrites_state=item.has_state,
+            history_visibility=self._history_visibility(batch, room),
+        )
+        self._invites(batch, room, loaded)
+        if event.type == "m.room.redaction":
+            self._handle_redaction(batch, room, loaded, state_before.entries)
+        return Outcome.ACCEPTED
+
+    # ---------------------------------------------------------------- steps
+
+    def _room_version(
+        self, batch: Batch, item: InputRoomEvent
+    ) -> tuple[RoomVersion, RoomState | None]:
+        try:
+            peek = _peek_decoder.decode(item.event)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise _DeadLetterError(DeadLetterReason.MALFORMED, f"event: {e}") from e
+        if peek.type == "m.room.create" and peek.state_key == "":
+            content = peek.content if isinstance(peek.content, dict) else {}
+            # Room versions: a create event without `room_version` creates a v1 room.
+            version_id = content.get("room_version", "1")
+            try:
+                version = room_version(version_id)
+            except InvalidEvent as e:
+                raise _DeadLetterError(DeadLetterReason.UNKNOWN_ROOM_VERSION, str(e)) from e
+            if isinstance(peek.room_id, str):
+                existing = self._cache.room(batch, peek.room_id)
+                if existing is not None:
+                    return existing.version, existing
+            return version, None
+        if not isinstance(peek.room_id, str):
+            raise _DeadLetterError(DeadLetterReason.INVALID_EVENT, "event has no room_id")
+        room = self._cache.room(batch, peek.room_id)
+        if room is not None:
+            return room.version, room
+        if item.room_version is None:
+            raise _DeadLetterError(
+                DeadLetterReason.UNKNOWN_ROOM,
+                f"room {peek.room_id} is not known and the input names no room_version",
+            )
+        try:
+            return room_version(item.room_version), None
+        except InvalidEvent as e:
+            raise _DeadLetterError(DeadLetterReason.UNKNOWN_ROOM_VERSION, str(e)) from e
+
+    def _create_room(
+        self, batch: Batch, event: Event, item: InputRoomEvent, version: RoomVersion
+    ) -> RoomState:
+        is_create = event.type == "m.room.create" and event.state_key == ""
+        if not is_create and item.kind == "new" and not item.has_state:
+            # A new event in a room we know nothing of cannot be placed: we have neither its
+            # state nor its create event.
+            raise _DeadLetterError(
+                DeadLetterReason.UNKNOWN_ROOM,
+                f"room {event.room_id} is not known: send its create event first, "
+                "or the event with has_state and its state",
+            )
+        record = batch.insert_room(event.room_id, version.id)
+        return self._cache.add_room(record, version)
+
+    def _state_key_tuple(self, batch: Batch, event: Event) -> StateKeyTuple | None:
+        if event.state_key is None:
+            return None
+        return (self._cache.type_nid(batch, event.type), self._cache.state_key_nid(
+            batch, event.state_key))
+
+    def _require(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event_ids: Sequence[str],
+        reason: DeadLetterReason,
+        what: str,
+    ) -> list[LoadedEvent]:
+        found = self._cache.load_by_id(batch, room, event_ids)
+        missing = [event_id for event_id in event_ids if event_id not in found]
+        if missing:
+            raise _DeadLetterError(reason, f"{what} events not stored: {', '.join(missing)}")
+        loaded = [found[event_id] for event_id in event_ids]
+        for e in loaded:
+            if e.room_nid != room.record.room_nid:
+                raise _DeadLetterError(
+                    DeadLetterReason.INVALID_EVENT,
+                    f"{what} event {e.event_id} is in another room",
+                )
+        return loaded
+
+    def _state_before(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event: Event,
+        item: InputRoomEvent,
+        prev_events: Sequence[LoadedEvent],
+        result: BatchResult,
+    ) -> StateAt:
+        if item.has_state:
+            state_events = self._require(
+                batch,
+                room,
+                item.state_event_ids,
+                DeadLetterReason.MISSING_STATE_EVENTS,
+                "state",
+            )
+            entries: dict[StateKeyTuple, EventNID] = {}
+            for e in state_events:
+                if e.key is None:
+                    raise _DeadLetterError(
+                        DeadLetterReason.INVALID_EVENT,
+                        f"state event {e.event_id} is not a state event",
+                    )
+                entries[e.key] = e.nid
+            return StateAt(entries, StateSnapshotNID(0))
+        if not prev_events:
+            return StateAt({}, StateSnapshotNID(0))
+        for prev in prev_events:
+            if prev.outlier:
+                raise _DeadLetterError(
+                    DeadLetterReason.MISSING_STATE_EVENTS,
+                    f"prev event {prev.event_id} is an outlier: the state after it is not known",
+                )
+        afters = [self._cache.state_after(batch, room, prev) for prev in prev_events]
+        if len(afters) == 1 or all(a.snapshot_nid == afters[0].snapshot_nid for a in afters):
+            return afters[0]
+        return self._resolve(batch, room, afters, result)
+
+    def _resolve(
+        self, batch: Batch, room: RoomState, states: Sequence[StateAt], result: BatchResult
+    ) -> StateAt:
+        distinct = {id(s.entries): s for s in states}
+        if len(distinct) == 1:
+            return states[0]
+        result.state_resolutions += 1
+        try:
+            resolved = resolve_state(
+                room.version,
+                [s.entries for s in distinct.values()],
+                self._cache.event_source(batch, room),
+            )
+        except StateResolutionError as e:
+            raise _DeadLetterError(DeadLetterReason.MISSING_STATE_EVENTS, str(e)) from e
+        return StateAt(resolved, StateSnapshotNID(0))
+
+    def _auth_state(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event: Event,
+        state: Mapping[StateKeyTuple, EventNID],
+    ) -> dict[tuple[str, str], Event]:
+        keys = decision.auth_keys(event, room.version)
+        nids = decision.StateLookup(
+            state, self._cache.known_type_nid, self._cache.known_state_key_nid
+        ).nids_for(keys)
+        loaded = self._cache.load(batch, room, nids.values())
+        return {k: loaded[nid].event for k, nid in nids.items()}
+
+    def _store(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event: Event,
+        key: StateKeyTuple | None,
+        prev_events: Sequence[LoadedEvent],
+        auth_events: Sequence[LoadedEvent],
+        rejected: str | None,
+        state_before: StateAt | None,
+        outlier: bool,
+    ) -> LoadedEvent:
+        snapshot = StateSnapshotNID(0)
+        if state_before is not None:
+            snapshot = self._cache.snapshot_for(batch, room, state_before)
+        return self._cache.insert_event(
+            batch,
+            room,
+            event,
+            key=key,
+            outlier=outlier,
+            rejection_reason=rejected,
+            state_snapshot_nid=snapshot,
+            auth_event_nids=tuple(e.nid for e in auth_events),
+            prev_event_nids=tuple(e.nid for e in prev_events),
+            state_before=state_before.entries if state_before is not None else None,
+        )
+
+    def _history_visibility(self, batch: Batch, room: RoomState) -> str:
+        nid = room.current_state(batch).entries.get(
+            (MROOM_HISTORY_VISIBILITY_NID, EMPTY_STATE_KEY_NID)
+        )
+        if nid is None:
+            return "shared"
+        value = self._cache.load(batch, room, [nid])[nid].event.content.get(
+            "history_visibility"
+        )
+        return value if isinstance(value, str) else "shared"
+
+    def _update_memberships(
+        self, batch: Batch, room: RoomState, added: Mapping[StateKeyTuple, EventNID]
+    ) -> None:
+        member_type = self._cache.known_type_nid("m.room.member")
+        if not added or member_type is None:
+            return
+        members = [(k, nid) for k, nid in added.items() if k[0] == member_type]
+        if not members:
+            return
+        loaded = self._cache.load(batch, room, [nid for _, nid in members])
+        for (_, target), nid in members:
+            membership = loaded[nid].event.membership
+            if isinstance(membership, str):
+                batch.set_membership(room.record.room_nid, target, membership, nid)
+
+    def _is_local(self, user_id: str) -> bool:
+        return bool(self._server_name) and user_id.partition(":")[2] == self._server_name
+
+    def _invites(self, batch: Batch, room: RoomState, loaded: LoadedEvent) -> None:
+        event = loaded.event
+        if event.type != "m.room.member" or event.state_key is None:
+            return
+        target = event.state_key
+        if not self._is_local(target):
+            return
+        retired = batch.retire_invites(room.record.room_nid, target)
+        if retired:
+            ids = self._cache.load(batch, room, retired)
+            for nid in retired:
+                self._outputs.retire_invite_event(room, ids[nid], loaded, target)
+        if event.membership == "invite":
+            batch.insert_invite(room.record.room_nid, target, loaded.nid)
+            self._outputs.new_invite_event(room, loaded, target)
+
+    def _handle_redaction(
+        self,
+        batch: Batch,
+        room: RoomState,
+        redaction: LoadedEvent,
+        state_before: Mapping[StateKeyTuple, EventNID],
+    ) -> None:
+        target_id = redaction.event.redacts
+        if not isinstance(target_id, str):
+            return
+        targets = self._cache.load_by_id(batch, room, [target_id])
+        target = targets.get(target_id)
+        if target is None:
+            # Not here yet: applied when the target arrives (see _apply_pending_redactions).
+            batch.insert_redaction(redaction.nid, target_id, False)
+            return
+        self._apply_redaction(batch, room, redaction, target, state_before)
+
+    def _apply_pending_redactions(self, batch: Batch, room: RoomState, loaded: LoadedEvent) -> None:
+        for redaction_nid in batch.select_pending_redactions([loaded.event_id]):
+            redaction = self._cache.load(batch, room, [redaction_nid])[redaction_nid]
+            if redaction.rejected or redaction.room_nid != room.record.room_nid:
+                continue
+            before = self._cache.state_before(batch, room, redaction)
+            self._apply_redaction(batch, room, redaction, loaded, before)
+
+    def _apply_redaction(
+        self,
+        batch: Batch,
+        room: RoomState,
+        redaction: LoadedEvent,
+        target: LoadedEvent,
+        state_before: Mapping[StateKeyTuple, EventNID],
+    ) -> None:
+        if target.redacted or target.room_nid != room.record.room_nid:
+            return
+        auth_state = self._auth_state(batch, room, redaction.event, state_before)
+        if not decision.redaction_is_valid(
+            redaction.event, target.event.sender, auth_state, room.version
+        ):
+            batch.insert_redaction(redaction.nid, target.event_id, False)
+            return
+        redacted = canonical_json(redact(dict(target.event.pdu), room.version))
+        batch.redact_event(target.nid, redacted, redaction.nid)
+        batch.insert_redaction(redaction.nid, target.event_id, True)
+        self._cache.forget(target.nid)
+        self._outputs.redacted_event(room, target.event_id, redaction)
+
+
+@dataclass(frozen=True, slots=True)
+class StateAt:
+    """A state map and, when known, the snapshot that stores it (0: not stored yet)."""
+
+    entries: Mapping[StateKeyTuple, EventNID]
+    snapshot_nid: StateSnapshotNID
+
+
+def _invalid_reason(error: InvalidEvent) -> DeadLetterReason:
+    from processor.errors import UnknownRoomVersion
+
+    if isinstance(error, UnknownRoomVersion):
+        return DeadLetterReason.UNKNOWN_ROOM_VERSION
+    if "65536" in str(error) or "too large" in str(error) or "exceeds" in str(error):
+        return DeadLetterReason.OVERSIZED_EVENT
+    return DeadLetterReason.INVALID_EVENT
+
+
+__all__ = [
+    "BatchResult",
+    "DeadLetter",
+    "InputHandler",
+    "InputMessage",
+    "StateAt",
+]
+
+_unused: Iterable[object] = (EventTypeNID, StateKeyNID, RoomRecord, StateResEvent)

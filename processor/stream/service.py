@@ -1,0 +1,311 @@
+"""`roomserver run`: the Kafka consumer loop around the input handler.
+
+One consumer in a consumer group reads the input topic. Each assigned partition has a
+`PartitionWorker` with its own database connection, caches and outbox relay; the partitions
+of one poll are processed concurrently (each in a worker thread), each strictly in offset
+order, one database transaction per partition batch.
+
+Exactly once (design §6): the next input offset is stored in PostgreSQL in the batch's own
+transaction, with a compare-and-set on the offset the batch started from, so a stale owner
+after a rebalance cannot apply a batch twice; on assignment the consumer seeks to the stored
+offset (Kafka's committed offsets exist only for lag tooling). Outputs go to the outbox in
+that transaction and the relay publishes them (see `outbox_relay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from processor.config import Settings
+from processor.core.decision import Outcome
+from processor.metrics import Health, Metrics, serve_metrics
+from processor.pipeline.caches import RoomCache
+from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
+from processor.pipeline.outputs import OutputBuilder
+from processor.storage import open_store
+from processor.storage.base import Store
+from processor.stream.kafka_settings import kafka_client_options
+from processor.stream.outbox_relay import OutboxRelay, RelayTarget
+from processor.stream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class StaleBatch(Exception):
+    """The stored input offset moved under us: another instance owns the partition now."""
+
+
+@dataclass
+class PartitionWorker:
+    settings: Settings
+    topic: str
+    partition: int
+    store: Store
+    relay: OutboxRelay
+    max_message_bytes: int
+    cache: RoomCache = field(default_factory=RoomCache)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.handler = InputHandler(
+            self.settings.server_name,
+            self.cache,
+            OutputBuilder(self.partition, self.max_message_bytes),
+        )
+
+    def stored_offset(self) -> int:
+        with self.store.batch() as batch:
+            return batch.select_input_offset(self.topic, self.partition) or 0
+
+    def process(self, messages: list[InputMessage]) -> BatchResult | None:
+        """One transaction: the batch's effects, its outputs and the next input offset."""
+        try:
+            with self.store.batch() as batch:
+                expected = batch.select_input_offset(self.topic, self.partition) or 0
+                messages = [m for m in messages if m.offset >= expected]
+                if not messages:
+                    return None
+                result = self.handler.handle_batch(batch, messages)
+                if not batch.claim_input_offset(
+                    self.topic, self.partition, expected, messages[-1].offset + 1
+                ):
+                    raise StaleBatch(f"partition {self.partition} moved on from {expected}")
+                return result
+        except BaseException:
+            self.cache.clear()
+            raise
+
+
+class PartitionListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: RoomserverService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._service.release([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._service.take([tp.partition for tp in assigned])
+
+
+class RoomserverService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        store_factory: Callable[[], Store] | None = None,
+        group_id: str | None = None,
+        output_enabled: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = Health(settings.stall_seconds)
+        self._store_factory = store_factory or (lambda: open_store(settings.database_url))
+        self._group_id = group_id or settings.consumer_group
+        self._output_enabled = output_enabled
+        self.workers: dict[int, PartitionWorker] = {}
+        self._stop = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._tail_reader: AIOKafkaConsumer | None = None
+        self._max_message_bytes = settings.max_output_message_bytes
+        self.processed = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------ partitions
+
+    async def take(self, partitions: list[int]) -> None:
+        assert self._consumer is not None and self._producer is not None
+        for p in partitions:
+            store = await asyncio.to_thread(self._store_factory)
+            relay = OutboxRelay(
+                store,
+                self._producer,
+                p,
+                RelayTarget(self.settings.output_topic, self.settings.dead_letter_topic),
+                on_relayed=lambda n, p=p: self.metrics.outbox_backlog.labels(str(p)).dec(n),
+            )
+            worker = PartitionWorker(
+                self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes
+            )
+            offset = await asyncio.to_thread(worker.stored_offset)
+            self._consumer.seek(TopicPartition(self.settings.input_topic, p), offset)
+            if self._output_enabled:
+                assert self._tail_reader is not None
+                await relay.recover(self._tail_reader)
+                await relay.run_once()
+            self.workers[p] = worker
+            log.info("partition %d assigned, resuming at offset %d", p, offset)
+
+    async def release(self, partitions: list[int]) -> None:
+        for p in partitions:
+            worker = self.workers.pop(p, None)
+            if worker is None:
+                continue
+            async with worker.lock:  # let an in-flight batch finish first
+                if self._output_enabled:
+                    await worker.relay.run_once()
+                await asyncio.to_thread(worker.store.close)
+            log.info("partition %d released", p)
+
+    # ------------------------------------------------------------ the loop
+
+    async def _handle(self, worker: PartitionWorker, messages: list[InputMessage]) -> None:
+        async with worker.lock:
+            if self.workers.get(worker.partition) is not worker:
+                return  # revoked while waiting
+            started = time.perf_counter()
+            try:
+                result = await asyncio.to_thread(worker.process, messages)
+            except StaleBatch as e:
+                log.warning("%s; dropping the batch", e)
+                return
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            if result is not None:
+                self._record(worker.partition, result)
+            if self._output_enabled:
+                await worker.relay.run_once()
+            self.processed += len(messages)
+            self.health.progressed()
+
+    def _record(self, partition: int, result: BatchResult) -> None:
+        for outcome, n in result.outcomes.items():
+            self.metrics.events.labels(outcome.value).inc(n)
+        for dead in result.dead_letters:
+            self.metrics.dead_letters.labels(dead.reason.value).inc()
+        self.metrics.state_resolutions.inc(result.state_resolutions)
+        if result.state_resolution_seconds:
+            self.metrics.state_resolution_seconds.observe(result.state_resolution_seconds)
+        self.metrics.outbox_backlog.labels(str(partition)).inc(
+            result.outputs + len(result.dead_letters)
+        )
+        if result.outcomes.get(Outcome.DEAD_LETTERED):
+            log.warning(
+                "partition %d: %d inputs dead-lettered", partition, len(result.dead_letters)
+            )
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        total = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:
+                continue
+            lag = max(0, highwater - position)
+            total += lag
+            self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+        self.health.lag = total
+
+    def _client_options(self) -> dict[str, object]:
+        return kafka_client_options(self.settings)
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+            **self._client_options(),
+        )
+        self._consumer = consumer
+        await consumer.start()
+        consumer.subscribe([self.settings.input_topic], listener=PartitionListener(self))
+        return consumer
+
+    async def run(self) -> None:
+        options = self._client_options()
+        admin = AIOKafkaAdminClient(**options)
+        await admin.start()
+        try:
+            layout = await ensure_topics(admin, self.settings)
+        finally:
+            await admin.close()
+        self._max_message_bytes = min(
+            self._max_message_bytes, layout.output_max_message_bytes
+        )
+        self._producer = AIOKafkaProducer(
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            max_request_size=self._max_message_bytes + 64 * 1024,
+            **options,
+        )
+        await self._producer.start()
+        self._tail_reader = AIOKafkaConsumer(
+            enable_auto_commit=False, isolation_level="read_committed", **options
+        )
+        await self._tail_reader.start()
+        consumer = await self._start_consumer()
+        server = None
+        if self.settings.metrics_port:
+            server = await serve_metrics(
+                self.settings.metrics_port, self.metrics, self.health.report
+            )
+        try:
+            last_lag = 0.0
+            while not self._stop.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.batch_size
+                )
+                jobs = []
+                for tp, records in batches.items():
+                    worker = self.workers.get(tp.partition)
+                    if worker is None or not records:
+                        continue
+                    messages = [
+                        InputMessage(r.value or b"", tp.topic, tp.partition, r.offset)
+                        for r in records
+                    ]
+                    jobs.append(self._handle(worker, messages))
+                if jobs:
+                    await asyncio.gather(*jobs)
+                    # Kafka's committed offset is for lag tooling only; the truth is in the
+                    # database, so a failed commit is harmless.
+                    try:
+                        await consumer.commit()
+                    except KafkaError as e:
+                        log.debug("offset commit for lag tooling failed: %s", e)
+                now = time.monotonic()
+                if now - last_lag > 1.0:
+                    last_lag = now
+                    await self._update_lag(consumer)
+                    if self.health.stalled():
+                        # aiokafka consumers can hang after a broker restart: recreate it.
+                        log.warning("consumer stalled with lag %d; restarting it", self.health.lag)
+                        self.metrics.consumer_restarts.inc()
+                        await self.release(list(self.workers))
+                        await consumer.stop()
+                        consumer = await self._start_consumer()
+                        self.health.progressed()
+        finally:
+            await self.release(list(self.workers))
+            await consumer.stop()
+            await self._tail_reader.stop()
+            await self._producer.stop()
+            if server is not None:
+                server.close()
+
+
+async def run_service(settings: Settings) -> int:
+    service = RoomserverService(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    await service.run()
+    return 0

@@ -1,0 +1,97 @@
+"""The roomserver's topics: created when missing, checked when present.
+
+The input topic is the source of truth and must keep every message forever
+(`retention.ms=-1`), the output topic must have the input's partition count (a room's
+outputs go to the partition number of its input), and the output topic's maximum message
+size bounds how outputs are split. A mismatch is a start-up error, never a silent
+misbehaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from processor.config import Settings
+from processor.errors import ConfigError
+
+#: Kafka's broker default for message.max.bytes, used when a topic does not override it.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLayout:
+    partitions: int
+    output_max_message_bytes: int
+
+
+async def _describe(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """Partition counts of the topics that exist."""
+    found: dict[str, int] = {}
+    for topic in await admin.describe_topics(topics):
+        if topic.get("error_code", 0) == 0:
+            found[topic["topic"]] = len(topic["partitions"])
+    return found
+
+
+async def _topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    config: dict[str, str] = {}
+    for response in responses:
+        for resource in response.resources:
+            for entry in resource[4]:
+                config[entry[0]] = entry[1]
+    return config
+
+
+async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> TopicLayout:
+    """Create the missing topics, then check all of them; raises `ConfigError` on mismatch."""
+    names = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
+    existing = await _describe(admin, names)
+    partitions = existing.get(settings.input_topic, settings.input_partitions)
+    wanted = {
+        settings.input_topic: NewTopic(
+            settings.input_topic, partitions, 1, topic_configs={"retention.ms": "-1"}
+        ),
+        settings.output_topic: NewTopic(
+            settings.output_topic,
+            partitions,
+            1,
+            topic_configs={"max.message.bytes": str(settings.max_output_message_bytes)},
+        ),
+        settings.dead_letter_topic: NewTopic(
+            settings.dead_letter_topic, 1, 1, topic_configs={"retention.ms": "-1"}
+        ),
+    }
+    missing = [topic for name, topic in wanted.items() if name not in existing]
+    if missing:
+        try:
+            await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass  # another instance created it first
+        except KafkaError as e:
+            raise ConfigError(f"cannot create topics {[t.name for t in missing]}: {e}") from e
+        existing = await _describe(admin, names)
+
+    input_config = await _topic_config(admin, settings.input_topic)
+    if input_config.get("retention.ms") != "-1":
+        raise ConfigError(
+            f"topic {settings.input_topic}: retention.ms is {input_config.get('retention.ms')}, "
+            "must be -1: the input topic is replayed to rebuild the database, so it must keep "
+            f"every message (kafka-configs --alter --entity-name {settings.input_topic} "
+            "--add-config retention.ms=-1)"
+        )
+    if existing.get(settings.output_topic) != existing.get(settings.input_topic):
+        raise ConfigError(
+            f"topic {settings.output_topic} has {existing.get(settings.output_topic)} "
+            f"partitions but {settings.input_topic} has {existing.get(settings.input_topic)}: "
+            "they must match so each room's outputs stay in one partition, in order"
+        )
+    output_config = await _topic_config(admin, settings.output_topic)
+    max_bytes = int(output_config.get("max.message.bytes", DEFAULT_MAX_MESSAGE_BYTES))
+    return TopicLayout(
+        partitions=existing[settings.input_topic], output_max_message_bytes=max_bytes
+    )
