@@ -122,6 +122,9 @@ start() {
     mkdir -p "$RUN_DIR"
     if [[ -n "$OS_USER" ]]; then
         chown "$OS_USER" "$RUN_DIR"
+        as_server_user test -w "$RUN_DIR" ||
+            die "user $OS_USER cannot write to $RUN_DIR (is a parent directory private" \
+                "to root?); choose another ROOMSERVER_PG_DIR"
     fi
     # C collation: byte order, the same everywhere, and what Matrix IDs compare by.
     if ! as_server_user "$BIN/initdb" --pgdata="$DATA_DIR" --username=postgres --auth=trust \
