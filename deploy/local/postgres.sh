@@ -10,6 +10,7 @@
 #   deploy/local/postgres.sh stop     stop it (the data directory stays until the next start)
 #   deploy/local/postgres.sh status   exit 0 when running, 3 when not
 #   deploy/local/postgres.sh env      print `export DATABASE_URL=...`
+#   deploy/local/postgres.sh install  only make sure the server binaries are there
 #
 # The PostgreSQL 15 server binaries are looked for in ROOMSERVER_PG_BIN, then
 # /usr/lib/postgresql/15/bin, then PATH; when none is found they are installed with apt-get
@@ -191,8 +192,12 @@ start) start ;;
 stop) stop ;;
 status) status ;;
 env) echo "export DATABASE_URL=$DATABASE_URL" ;;
+install)
+    ensure_server_bins
+    say "PostgreSQL $PG_MAJOR server binaries in $BIN"
+    ;;
 *)
-    echo "usage: $0 start|stop|status|env" >&2
+    echo "usage: $0 start|stop|status|env|install" >&2
     exit 2
     ;;
 esac
