@@ -25,6 +25,7 @@ from processor.matrix.auth import (
     user_power_level,
 )
 from processor.matrix.events import Event
+from processor.matrix.power_levels import power_levels_of
 from processor.matrix.room_versions import RoomVersion
 
 
@@ -38,16 +39,27 @@ class Outcome(enum.Enum):
 
 
 def check_against_auth_events(
-    event: Event, auth_events: Sequence[Event], rejected_ids: Iterable[str], version: RoomVersion
+    event: Event,
+    auth_events: Sequence[Event],
+    rejected_ids: Iterable[str],
+    version: RoomVersion,
+    create_event: Event | None = None,
 ) -> str | None:
-    """Step 4. Returns the rejection reason, or None when the event passes."""
+    """Step 4. Returns the rejection reason, or None when the event passes.
+
+    v12 (MSC4291): the create event is never listed in auth_events; it is implied by the
+    room ID, so the caller passes it as `create_event` and it joins the auth state here.
+    """
     rejected = sorted(set(rejected_ids))
     if rejected:
         # Auth rules (all versions): an event whose auth events were rejected is rejected.
         return f"auth events were rejected: {', '.join(rejected)}"
     try:
         check_auth_events_shape(event, auth_events, version)
-        check_auth(event, {e.state_tuple: e for e in auth_events if e.state_tuple}, version)
+        auth_state = {e.state_tuple: e for e in auth_events if e.state_tuple}
+        if create_event is not None:
+            auth_state[("m.room.create", "")] = create_event
+        check_auth(event, auth_state, version)
     except AuthError as e:
         return str(e)
     return None
@@ -128,24 +140,8 @@ def redaction_is_valid(
     if _domain(redaction.sender) == _domain(target_sender):
         return True
     level = user_power_level(redaction.sender, state_before_redaction, version)
-    return level >= _redact_level(state_before_redaction, version)
-
-
-def _redact_level(state: Mapping[tuple[str, str], Event], version: RoomVersion) -> int:
-    power_levels = state.get(("m.room.power_levels", ""))
-    if power_levels is None:
-        return 50
-    value = power_levels.content.get("redact", 50)
-    if isinstance(value, bool):
-        return 50
-    if isinstance(value, int):
-        return value
-    if not version.integer_power_levels:
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return 50
-    return 50
+    power_levels = state_before_redaction.get(("m.room.power_levels", ""))
+    return level >= power_levels_of(power_levels, version).redact
 
 
 def _domain(user_id: str) -> str:

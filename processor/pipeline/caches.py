@@ -15,6 +15,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from processor.matrix.pdu import decode_pdu
+
 from processor.core.decision import state_after
 from processor.core.nids import (
     EventNID,
@@ -25,12 +27,13 @@ from processor.core.nids import (
     StateSnapshotNID,
 )
 from processor.errors import CorruptState, InvalidEvent, StateResolutionError
-from processor.matrix.canonical_json import canonical_json
 from processor.matrix.events import Event
-from processor.matrix.pdu import decode_pdu
 from processor.matrix.room_versions import RoomVersion, room_version
-from processor.matrix.state_res import StateResEvent
+from processor.matrix.state_res.auth_chain import AuthChainIndex
+from processor.matrix.state_res.source import StateResEvent
 from processor.storage.base import Batch, EventRecord, RoomRecord
+
+NO_SNAPSHOT = StateSnapshotNID(0)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -74,8 +77,8 @@ class StateAt:
     def __init__(
         self,
         entries: Mapping[StateKeyTuple, EventNID],
-        snapshot_nid: StateSnapshotNID = StateSnapshotNID(0),
-        base_snapshot_nid: StateSnapshotNID = StateSnapshotNID(0),
+        snapshot_nid: StateSnapshotNID = NO_SNAPSHOT,
+        base_snapshot_nid: StateSnapshotNID = NO_SNAPSHOT,
     ) -> None:
         self.entries = entries
         self.snapshot_nid = snapshot_nid
@@ -97,6 +100,8 @@ class LoadedEvent:
     auth_nids: tuple[EventNID, ...]
     prev_nids: tuple[EventNID, ...]
     event: Event
+    #: The event as served: the bytes received, or the redacted form once redacted.
+    json: bytes
 
 
 class RoomState:
@@ -109,8 +114,12 @@ class RoomState:
         self.forward_extremities: tuple[EventNID, ...] = tuple(record.forward_extremities)
         self.current_snapshot_nid = StateSnapshotNID(record.current_snapshot_nid)
         self.stream_position = record.last_stream_position
+        #: The last event sent in a new_room_event (None after a restart: not stored).
+        self.last_sent_event_id: str | None = None
         self._current: StateAt | None = None
         self._cache = cache
+        #: The room's auth DAG for state resolution, grown as events are stored or loaded.
+        self.auth_index = AuthChainIndex()
 
     def current_state(self, batch: Batch) -> StateAt:
         if self._current is None:
@@ -214,6 +223,7 @@ class RoomCache:
             auth_nids=tuple(EventNID(n) for n in record.auth_event_nids),
             prev_nids=tuple(EventNID(n) for n in record.prev_event_nids),
             event=event,
+            json=record.json,
         )
         self._events.put(loaded.nid, loaded)
         self._ids.put(loaded.event_id, loaded.nid)
@@ -282,15 +292,16 @@ class RoomCache:
         state_snapshot_nid: StateSnapshotNID,
         auth_event_nids: tuple[EventNID, ...],
         prev_event_nids: tuple[EventNID, ...],
+        json: bytes,
     ) -> LoadedEvent:
-        json = canonical_json(dict(event.pdu))
         nid = batch.insert_event(
             room_nid=room.record.room_nid,
             event_id=event.event_id,
             type_nid=key[0] if key else self.type_nid(batch, event.type),
-            state_key_nid=key[1] if key else 0,
+            state_key_nid=key[1] if key else StateKeyNID(0),
             depth=event.depth,
             outlier=outlier,
+            rejected=rejection_reason is not None,
             rejection_reason=rejection_reason,
             state_snapshot_nid=state_snapshot_nid,
             auth_event_nids=auth_event_nids,
@@ -309,9 +320,13 @@ class RoomCache:
             auth_nids=auth_event_nids,
             prev_nids=prev_event_nids,
             event=event,
+            json=json,
         )
         self._events.put(loaded.nid, loaded)
         self._ids.put(loaded.event_id, loaded.nid)
+        index = room.auth_index
+        if all(a in index for a in auth_event_nids):
+            index.add(loaded.nid, key, auth_event_nids)
         return loaded
 
     # ------------------------------------------------------------ state
@@ -360,7 +375,7 @@ class RoomCache:
 
 
 class BatchEventSource:
-    """Loads events for state resolution through the cache, in batches."""
+    """State resolution's `EventSource`, backed by the cache and the batch."""
 
     def __init__(self, cache: RoomCache, batch: Batch, room: RoomState) -> None:
         self._cache = cache
@@ -372,12 +387,57 @@ class BatchEventSource:
             loaded = self._cache.load(self._batch, self._room, nids)
         except CorruptState as e:
             raise StateResolutionError(str(e)) from e
-        return {
-            nid: StateResEvent(
-                nid=e.nid, event=e.event, key=e.key, auth_nids=e.auth_nids, rejected=e.rejected
+        return {nid: _state_res_event(e) for nid, e in loaded.items()}
+
+    def state_key_nids(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], StateKeyTuple]:
+        found: dict[tuple[str, str], StateKeyTuple] = {}
+        for event_type, state_key in keys:
+            found[(event_type, state_key)] = (
+                self._cache.type_nid(self._batch, event_type),
+                self._cache.state_key_nid(self._batch, state_key),
             )
-            for nid, e in loaded.items()
-        }
+        return found
+
+    @property
+    def auth_index(self) -> AuthChainIndex:
+        return self._room.auth_index
+
+    def ensure_indexed(self, nids: Iterable[EventNID]) -> None:
+        """Load what the room's auth index lacks (after a restart, or events stored before
+        their auth events were indexed) and add it, auth events first."""
+        index = self._room.auth_index
+        pending: dict[EventNID, LoadedEvent] = {}
+        frontier = {n for n in nids if n not in index}
+        while frontier:
+            loaded = self._cache.load(self._batch, self._room, frontier)
+            pending.update(loaded)
+            frontier = {
+                a
+                for e in loaded.values()
+                for a in e.auth_nids
+                if a not in index and a not in pending
+            }
+        # Add in an order where every event follows its auth events (iterative DFS).
+        for root in list(pending):
+            stack: list[tuple[EventNID, bool]] = [(root, False)]
+            while stack:
+                nid, expanded = stack.pop()
+                if nid in index:
+                    continue
+                event = pending[nid]
+                if expanded:
+                    index.add(nid, event.key, event.auth_nids)
+                    continue
+                stack.append((nid, True))
+                stack.extend((a, False) for a in event.auth_nids if a not in index)
+
+
+def _state_res_event(e: LoadedEvent) -> StateResEvent:
+    return StateResEvent(
+        nid=e.nid, event=e.event, key=e.key, auth_nids=e.auth_nids, rejected=e.rejected
+    )
 
 
 __all__ = ["LRU", "BatchEventSource", "LoadedEvent", "RoomCache", "RoomState", "StateAt"]

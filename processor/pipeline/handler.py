@@ -14,37 +14,36 @@ is dropped whenever a batch fails, because it may hold that batch's uncommitted 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from processor.matrix.pdu import decode_pdu
+from processor.pipeline.outputs import OutputBuilder
+from schemas.codecs import decode_input
+from schemas.dead_letter import DeadLetterReason
+from schemas.input import InputRoomEvent
 
 from processor.core import decision
 from processor.core.decision import Outcome
 from processor.core.nids import (
-    MROOM_HISTORY_VISIBILITY_NID,
     EMPTY_STATE_KEY_NID,
+    MROOM_HISTORY_VISIBILITY_NID,
     EventNID,
-    EventTypeNID,
     RoomNID,
-    StateKeyNID,
     StateKeyTuple,
     StateSnapshotNID,
 )
 from processor.errors import InvalidEvent, SchemaError, StateResolutionError
 from processor.matrix.canonical_json import canonical_json
 from processor.matrix.events import Event
-from processor.matrix.pdu import decode_pdu
 from processor.matrix.redaction import redact
 from processor.matrix.room_versions import RoomVersion, room_version
-from processor.matrix.state_res import StateResEvent, resolve_state
-from processor.pipeline.caches import LoadedEvent, RoomCache, RoomState
-from processor.pipeline.outputs import OutputBuilder
-from processor.storage.base import Batch, RoomRecord
-from schemas.codecs import decode_input
-from schemas.dead_letter import DeadLetterReason
-from schemas.input import InputRoomEvent
+from processor.matrix.state_res import resolve_state
+from processor.pipeline.caches import LoadedEvent, RoomCache, RoomState, StateAt
+from processor.storage.base import Batch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,7 @@ class BatchResult:
     outcomes: dict[Outcome, int] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     state_resolutions: int = 0
+    state_resolution_seconds: float = 0.0
     outputs: int = 0
 
     def count(self, outcome: Outcome) -> None:
@@ -171,7 +171,9 @@ class InputHandler:
         )
 
         if item.kind == "outlier":
-            self._store(batch, room, event, key, (), auth_events, rejected, None, outlier=True)
+            self._store(
+                batch, room, event, item, key, (), auth_events, rejected, None, outlier=True
+            )
             return Outcome.REJECTED if rejected else Outcome.OUTLIER
 
         # Step 4: the state before the event.
@@ -196,7 +198,8 @@ class InputHandler:
                 )
 
         loaded = self._store(
-            batch, room, event, key, prev_events, auth_events, rejected, state_before, False
+            batch, room, event, item, key, prev_events, auth_events, rejected, state_before,
+            outlier=False,
         )
         if rejected is not None:
             log.debug("rejected %s: %s", event.event_id, rejected)
@@ -234,6 +237,8 @@ class InputHandler:
         self._update_memberships(batch, room, added)
 
         # Step 6: outputs.
+        referenced = {*extremities, *added.values(), *removed.values()}
+        event_ids = {nid: e.event_id for nid, e in self._cache.load(batch, room, referenced).items()}
         self._outputs.new_room_event(
             room,
             loaded,
@@ -243,7 +248,10 @@ class InputHandler:
             removed=removed,
             rewrites_state=item.has_state,
             history_visibility=self._history_visibility(batch, room),
+            event_ids=event_ids,
+            last_sent_event_id=room.last_sent_event_id,
         )
+        room.last_sent_event_id = loaded.event_id
         self._invites(batch, room, loaded)
         if event.type == "m.room.redaction":
             self._handle_redaction(batch, room, loaded, state_before.entries)
@@ -353,9 +361,9 @@ class InputHandler:
                         f"state event {e.event_id} is not a state event",
                     )
                 entries[e.key] = e.nid
-            return StateAt(entries, StateSnapshotNID(0))
+            return StateAt(entries)
         if not prev_events:
-            return StateAt({}, StateSnapshotNID(0))
+            return StateAt({})
         for prev in prev_events:
             if prev.outlier:
                 raise _DeadLetterError(
@@ -374,15 +382,17 @@ class InputHandler:
         if len(distinct) == 1:
             return states[0]
         result.state_resolutions += 1
+        started = time.perf_counter()
+        source = self._cache.event_source(batch, room)
+        state_sets = [s.entries for s in distinct.values()]
         try:
-            resolved = resolve_state(
-                room.version,
-                [s.entries for s in distinct.values()],
-                self._cache.event_source(batch, room),
-            )
+            source.ensure_indexed({nid for entries in state_sets for nid in entries.values()})
+            resolved = resolve_state(room.version, state_sets, source)
         except StateResolutionError as e:
             raise _DeadLetterError(DeadLetterReason.MISSING_STATE_EVENTS, str(e)) from e
-        return StateAt(resolved, StateSnapshotNID(0))
+        finally:
+            result.state_resolution_seconds += time.perf_counter() - started
+        return StateAt(resolved)
 
     def _auth_state(
         self,
@@ -403,11 +413,13 @@ class InputHandler:
         batch: Batch,
         room: RoomState,
         event: Event,
+        item: InputRoomEvent,
         key: StateKeyTuple | None,
         prev_events: Sequence[LoadedEvent],
         auth_events: Sequence[LoadedEvent],
         rejected: str | None,
         state_before: StateAt | None,
+        *,
         outlier: bool,
     ) -> LoadedEvent:
         snapshot = StateSnapshotNID(0)
@@ -423,7 +435,7 @@ class InputHandler:
             state_snapshot_nid=snapshot,
             auth_event_nids=tuple(e.nid for e in auth_events),
             prev_event_nids=tuple(e.nid for e in prev_events),
-            state_before=state_before.entries if state_before is not None else None,
+            json=bytes(item.event),
         )
 
     def _history_visibility(self, batch: Batch, room: RoomState) -> str:
@@ -490,7 +502,9 @@ class InputHandler:
         self._apply_redaction(batch, room, redaction, target, state_before)
 
     def _apply_pending_redactions(self, batch: Batch, room: RoomState, loaded: LoadedEvent) -> None:
-        for redaction_nid in batch.select_pending_redactions([loaded.event_id]):
+        pending = batch.select_pending_redactions([loaded.event_id]).get(loaded.event_id, [])
+        for record in pending:
+            redaction_nid = record.redaction_event_nid
             redaction = self._cache.load(batch, room, [redaction_nid])[redaction_nid]
             if redaction.rejected or redaction.room_nid != room.record.room_nid:
                 continue
@@ -520,14 +534,6 @@ class InputHandler:
         self._outputs.redacted_event(room, target.event_id, redaction)
 
 
-@dataclass(frozen=True, slots=True)
-class StateAt:
-    """A state map and, when known, the snapshot that stores it (0: not stored yet)."""
-
-    entries: Mapping[StateKeyTuple, EventNID]
-    snapshot_nid: StateSnapshotNID
-
-
 def _invalid_reason(error: InvalidEvent) -> DeadLetterReason:
     from processor.errors import UnknownRoomVersion
 
@@ -543,7 +549,5 @@ __all__ = [
     "DeadLetter",
     "InputHandler",
     "InputMessage",
-    "StateAt",
 ]
 
-_unused: Iterable[object] = (EventTypeNID, StateKeyNID, RoomRecord, StateResEvent)

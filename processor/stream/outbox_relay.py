@@ -54,9 +54,8 @@ async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> in
         batch = await consumer.getmany(tp, timeout_ms=1000)
         for record in batch.get(tp, []):
             for key, value in record.headers or ():
-                if key == SEQ_HEADER:
-                    if record.offset >= end - 1:
-                        return int(value)
+                if key == SEQ_HEADER and record.offset >= end - 1:
+                    return int(value)
         position = await consumer.position(tp)
         if position >= end:
             return 0

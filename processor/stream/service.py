@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,6 +104,7 @@ class RoomserverService:
         store_factory: Callable[[], Store] | None = None,
         group_id: str | None = None,
         output_enabled: bool = True,
+        stop_at: dict[int, int] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -119,6 +119,9 @@ class RoomserverService:
         self._tail_reader: AIOKafkaConsumer | None = None
         self._max_message_bytes = settings.max_output_message_bytes
         self.processed = 0
+        #: Rebuild mode: stop once every partition has reached these offsets.
+        self._stop_at = stop_at
+        self._positions: dict[int, int] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,7 +180,15 @@ class RoomserverService:
             if self._output_enabled:
                 await worker.relay.run_once()
             self.processed += len(messages)
+            self._positions[worker.partition] = messages[-1].offset + 1
             self.health.progressed()
+
+    def _reached_stop_offsets(self) -> bool:
+        if self._stop_at is None:
+            return False
+        return all(
+            end == 0 or self._positions.get(p, 0) >= end for p, end in self._stop_at.items()
+        )
 
     def _record(self, partition: int, result: BatchResult) -> None:
         for outcome, n in result.outcomes.items():
@@ -259,7 +270,7 @@ class RoomserverService:
             )
         try:
             last_lag = 0.0
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._reached_stop_offsets():
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.batch_size
                 )
@@ -300,12 +311,3 @@ class RoomserverService:
             await self._producer.stop()
             if server is not None:
                 server.close()
-
-
-async def run_service(settings: Settings) -> int:
-    service = RoomserverService(settings)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
-    await service.run()
-    return 0
