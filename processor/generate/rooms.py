@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,6 +95,10 @@ class GeneratedEvent:
     outcome: Outcome
     #: What the event exercises ("message", "kick", "reject:ban_without_level", ...).
     kind: str
+    #: With `trace`: the state the event was built against (its branch's view) and the
+    #: room's current state when it was produced, as (type, state_key) -> event ID.
+    state_before: Mapping[tuple[str, str], str] | None = None
+    current_state: Mapping[tuple[str, str], str] | None = None
 
 
 @dataclass(slots=True)
@@ -114,8 +118,11 @@ class RoomSimulation:
         servers: list[ServerKey],
         clock: Clock,
         room_index: int,
+        *,
+        trace: bool = False,
     ) -> None:
         self.rng = rng
+        self.trace = trace
         self.version = version
         self.servers = servers
         self.keys = {s.server_name: s for s in servers}
@@ -288,6 +295,10 @@ class RoomSimulation:
         if is_v12_create:
             self.room_id = self.pdus.room_id_of_create(pdu)
         self._depth[event_id] = depth
+        state_before = current_state = None
+        if self.trace:
+            state_before = {key: entry.event_id for key, entry in view.state.items()}
+            current_state = {key: entry.event_id for key, entry in self.main.state.items()}
         self._pending.append(
             GeneratedEvent(
                 input={
@@ -301,6 +312,8 @@ class RoomSimulation:
                 room_id=self.room_id,
                 outcome=outcome,
                 kind=kind,
+                state_before=state_before,
+                current_state=current_state,
             )
         )
         if outcome == "accepted":

@@ -56,9 +56,13 @@ def versions_for_rooms(rooms: int, room_version_id: str) -> list[str]:
 
 
 def iter_generate(
-    rooms: int, events: int, room_version: str = "10", seed: int = 0
+    rooms: int, events: int, room_version: str = "10", seed: int = 0, *, trace: bool = False
 ) -> Iterator[tuple[GeneratedEvent, list[ServerKey]]]:
-    """Yield `events` generated events spread over `rooms` rooms, with the server list."""
+    """Yield `events` generated events spread over `rooms` rooms, with the server list.
+
+    `trace` records on each event the state it was built against (for tests; it costs a
+    copy of the room's state per event).
+    """
     if rooms < 1:
         raise ValueError(f"--rooms must be at least 1, got {rooms}")
     if events < 0:
@@ -72,7 +76,12 @@ def iter_generate(
         count = rng.randint(2, 4)
         simulations.append(
             RoomSimulation(
-                rng, lookup_room_version(version_id), rng.sample(servers, count), clock, index + 1
+                rng,
+                lookup_room_version(version_id),
+                rng.sample(servers, count),
+                clock,
+                index + 1,
+                trace=trace,
             )
         )
     for _ in range(events):
