@@ -14,6 +14,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
 from processor.core.decision import Outcome
 from processor.pipeline.caches import RoomCache
 from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
@@ -30,12 +39,15 @@ class IngestSummary:
     outputs: int = 0
     dead_letters: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Event ID -> outcome, when `ingest(record_outcomes=True)`.
+    event_outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def add(self, result: BatchResult) -> None:
         for outcome, n in result.outcomes.items():
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
         self.state_resolutions += result.state_resolutions
         self.outputs += result.outputs
+        self.event_outcomes.update(result.event_outcomes)
         for dead in result.dead_letters:
             self.dead_letters.append(
                 f"line {dead.message.offset}: {dead.reason.value}: {dead.detail}"
@@ -86,13 +98,14 @@ def ingest(
     batch_size: int = 1000,
     progress: bool = False,
     total: int | None = None,
+    record_outcomes: bool = False,
 ) -> IngestSummary:
     """Processes every message; returns the summary. Outputs are written after each batch
     commits, so the output file never holds an output whose effects were rolled back."""
     summary = IngestSummary()
     cache = RoomCache()
     builder = OutputBuilder(0, max_message_bytes=1_000_000, sink="memory")
-    handler = InputHandler(server_name, cache, builder)
+    handler = InputHandler(server_name, cache, builder, record_outcomes=record_outcomes)
     started = time.perf_counter()
     bar = _progress(total) if progress else None
     try:
@@ -121,12 +134,13 @@ def ingest(
     return summary
 
 
-def _progress(total: int | None) -> tuple[object, object] | None:
+def _progress(total: int | None) -> tuple[Progress, TaskID] | None:
     if not sys.stderr.isatty():
         return None
-    from rich.progress import Progress
-
-    progress = Progress(transient=True)
+    progress = Progress(
+        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        transient=True,
+    )
     task = progress.add_task("ingesting", total=total)
     progress.start()
     return progress, task

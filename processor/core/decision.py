@@ -17,15 +17,9 @@ from dataclasses import dataclass
 
 from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.errors import AuthError
-from processor.matrix.auth import (
-    auth_types_for_event,
-    check_auth,
-    check_auth_events_shape,
-    required_power_level,
-    user_power_level,
-)
+from processor.matrix.auth import auth_types_for_event, check_auth, check_auth_events_shape
 from processor.matrix.events import Event
-from processor.matrix.power_levels import power_levels_of
+from processor.matrix.power_levels import power_levels_of, user_power_level
 from processor.matrix.room_versions import RoomVersion
 
 
@@ -178,7 +172,6 @@ __all__ = [
     "check_against_state",
     "forward_extremities_after",
     "redaction_is_valid",
-    "required_power_level",
     "state_after",
     "state_delta",
 ]

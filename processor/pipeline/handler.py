@@ -72,6 +72,8 @@ class BatchResult:
     state_resolutions: int = 0
     state_resolution_seconds: float = 0.0
     outputs: int = 0
+    #: Event ID -> outcome (only when the handler records outcomes).
+    event_outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -99,7 +101,16 @@ _peek_decoder = msgspec.json.Decoder(_PeekPDU)
 class InputHandler:
     """Processes input messages against one store. Not thread-safe: one per partition."""
 
-    def __init__(self, server_name: str, cache: RoomCache, outputs: OutputBuilder) -> None:
+    def __init__(
+        self,
+        server_name: str,
+        cache: RoomCache,
+        outputs: OutputBuilder,
+        *,
+        record_outcomes: bool = False,
+    ) -> None:
+        self._record_outcomes = record_outcomes
+        self._event_id: str | None = None
         self._server_name = server_name
         self._cache = cache
         self._outputs = outputs
@@ -111,6 +122,7 @@ class InputHandler:
         touched: dict[RoomNID, RoomState] = {}
         self._outputs.begin(batch, result)
         for message in messages:
+            self._event_id = None
             try:
                 outcome = self._handle(batch, message, touched, result)
             except _DeadLetterError as e:
@@ -118,6 +130,10 @@ class InputHandler:
                 self._outputs.dead_letter(message, e.reason, e.detail)
                 outcome = Outcome.DEAD_LETTERED
             result.count(outcome)
+            if self._record_outcomes and self._event_id is not None:
+                # A duplicate keeps the outcome it had the first time.
+                if outcome is not Outcome.DUPLICATE:
+                    result.event_outcomes[self._event_id] = outcome
         for room in touched.values():
             batch.update_room(
                 room.record.room_nid,
@@ -147,6 +163,7 @@ class InputHandler:
         except InvalidEvent as e:
             raise _DeadLetterError(_invalid_reason(e), str(e)) from e
 
+        self._event_id = event.event_id
         if self._cache.event_nid(batch, event.event_id) is not None:
             return Outcome.DUPLICATE
 
@@ -191,7 +208,7 @@ class InputHandler:
         # join is checked against the state it brings).
         soft_failed: str | None = None
         if rejected is None and item.kind == "new" and not item.has_state:
-            current = room.current_state(batch)
+            current = room.current_state(batch).entries
             if current is not state_before.entries:
                 soft_failed = decision.check_against_state(
                     event, self._auth_state(batch, room, event, current), version
@@ -403,7 +420,9 @@ class InputHandler:
     ) -> dict[tuple[str, str], Event]:
         keys = decision.auth_keys(event, room.version)
         nids = decision.StateLookup(
-            state, self._cache.known_type_nid, self._cache.known_state_key_nid
+            state,
+            lambda t: self._cache.type_nid(batch, t),
+            lambda k: self._cache.state_key_nid(batch, k),
         ).nids_for(keys)
         loaded = self._cache.load(batch, room, nids.values())
         return {k: loaded[nid].event for k, nid in nids.items()}
@@ -509,7 +528,7 @@ class InputHandler:
             if redaction.rejected or redaction.room_nid != room.record.room_nid:
                 continue
             before = self._cache.state_before(batch, room, redaction)
-            self._apply_redaction(batch, room, redaction, loaded, before)
+            self._apply_redaction(batch, room, redaction, loaded, before.entries)
 
     def _apply_redaction(
         self,

@@ -137,7 +137,7 @@ class RoomserverService:
                 self._producer,
                 p,
                 RelayTarget(self.settings.output_topic, self.settings.dead_letter_topic),
-                on_relayed=lambda n, p=p: self.metrics.outbox_backlog.labels(str(p)).dec(n),
+                on_relayed=self._relayed_counter(p),
             )
             worker = PartitionWorker(
                 self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes
@@ -150,6 +150,10 @@ class RoomserverService:
                 await relay.run_once()
             self.workers[p] = worker
             log.info("partition %d assigned, resuming at offset %d", p, offset)
+
+    def _relayed_counter(self, partition: int) -> Callable[[int], None]:
+        gauge = self.metrics.outbox_backlog.labels(str(partition))
+        return lambda n: gauge.dec(n)
 
     async def release(self, partitions: list[int]) -> None:
         for p in partitions:
