@@ -301,6 +301,7 @@ def test_v10_stringy_previous_levels_read_as_defaults(version_id: str) -> None:
 @pytest.mark.parametrize("version_id", ALL_VERSIONS)
 def test_power_levels_content_not_an_object_value_types(version_id: str) -> None:
     room = Room(version_id)
-    for content in ({"users": None}, {"events": "x"}, {"users": {BOB: []}}):
+    contents: list[dict[str, Any]] = [{"users": None}, {"events": "x"}, {"users": {BOB: []}}]
+    for content in contents:
         with pytest.raises(AuthError, match=r"m\.room\.power_levels"):
             room.check(room.event("m.room.power_levels", ALICE, "", content))
