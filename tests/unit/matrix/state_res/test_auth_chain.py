@@ -1,0 +1,154 @@
+"""`AuthChainIndex` against the spec's definitions, computed the obvious way on random DAGs:
+
+- auth difference: ∪ C_i − ∩ C_i, C_i the events of S_i and all their auth ancestors
+  (design.md §4: the state set's own events count);
+- conflicted state subgraph (MSC4297): every event on an auth path between two conflicted
+  events, endpoints included;
+- the events of a set in the auth chain of others; the topological constraints within a set.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
+from processor.errors import StateResolutionError
+from processor.matrix.state_res import AuthChainIndex
+
+
+class Dag:
+    def __init__(self, auth: list[list[int]], keys: list[StateKeyTuple]) -> None:
+        self.auth = auth
+        self.keys = keys
+        self.index = AuthChainIndex()
+        for node, parents in enumerate(auth):
+            # NIDs deliberately not in position order: 1000 - node.
+            self.index.add(self.nid(node), keys[node], [self.nid(p) for p in parents])
+
+    @staticmethod
+    def nid(node: int) -> EventNID:
+        return EventNID(1000 - node)
+
+    def ancestors(self, node: int) -> set[int]:
+        seen: set[int] = set()
+        stack = list(self.auth[node])
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.auth[n])
+        return seen
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> Dag:
+    size = draw(st.integers(min_value=1, max_value=30))
+    auth: list[list[int]] = []
+    keys: list[StateKeyTuple] = []
+    for node in range(size):
+        parents = draw(st.sets(st.integers(0, node - 1), max_size=3)) if node else set()
+        auth.append(sorted(parents))
+        keys.append((EventTypeNID(draw(st.integers(2, 4))), StateKeyNID(draw(st.integers(1, 3)))))
+    return Dag(auth, keys)
+
+
+@st.composite
+def dag_and_state_sets(draw: st.DrawFn) -> tuple[Dag, list[dict[StateKeyTuple, int]]]:
+    dag = draw(dags())
+    n = len(dag.auth)
+    state_sets = []
+    for _ in range(draw(st.integers(2, 3))):
+        chosen = draw(st.lists(st.integers(0, n - 1), max_size=8))
+        state_sets.append({dag.keys[node]: node for node in chosen})
+    return dag, state_sets
+
+
+@settings(max_examples=200, deadline=None)
+@given(dag_and_state_sets())
+def test_auth_difference_matches_the_definition(
+    case: tuple[Dag, list[dict[StateKeyTuple, int]]],
+) -> None:
+    dag, state_sets = case
+    chains = [
+        set(state.values()).union(*(dag.ancestors(n) for n in state.values()))
+        for state in state_sets
+    ]
+    expected = set().union(*chains) - chains[0].intersection(*chains[1:])
+    nid_sets = [{k: dag.nid(n) for k, n in state.items()} for state in state_sets]
+    keys = set().union(*nid_sets)
+    conflicted = {
+        k for k in keys if len({s.get(k) for s in nid_sets}) > 1 or any(k not in s for s in nid_sets)
+    }
+    got = dag.index.auth_difference(nid_sets, conflicted)
+    assert got == {dag.nid(n) for n in expected}
+
+
+@settings(max_examples=200, deadline=None)
+@given(dags(), st.data())
+def test_conflicted_subgraph_matches_the_definition(dag: Dag, data: st.DataObject) -> None:
+    n = len(dag.auth)
+    conflicted = data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=5))
+    reach = {node: dag.ancestors(node) | {node} for node in range(n)}
+    expected = {
+        x
+        for a, b in product(conflicted, repeat=2)
+        for x in reach[a]
+        if b in reach[x]
+    }
+    got = dag.index.conflicted_subgraph({dag.nid(c) for c in conflicted})
+    assert got == {dag.nid(x) for x in expected}
+
+
+@settings(max_examples=200, deadline=None)
+@given(dags(), st.data())
+def test_ancestors_within_and_ordering_edges(dag: Dag, data: st.DataObject) -> None:
+    n = len(dag.auth)
+    members = data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=8))
+    roots = data.draw(st.sets(st.sampled_from(sorted(members)), max_size=3))
+    expected = {m for m in members if any(m in dag.ancestors(r) for r in roots)}
+    got = dag.index.ancestors_within({dag.nid(r) for r in roots}, {dag.nid(m) for m in members})
+    assert got == {dag.nid(m) for m in expected}
+
+    # The ordering edges within `members`, closed transitively, are exactly "is an auth
+    # ancestor of" restricted to `members`.
+    edges = dag.index.ordering_edges({dag.nid(m) for m in members})
+    closure: dict[EventNID, set[EventNID]] = {}
+
+    def before(nid: EventNID) -> set[EventNID]:
+        if nid not in closure:
+            out: set[EventNID] = set()
+            for parent in edges[nid]:
+                out |= {parent} | before(parent)
+            closure[nid] = out
+        return closure[nid]
+
+    for m in members:
+        assert before(dag.nid(m)) == {dag.nid(a) for a in dag.ancestors(m) & members}
+
+
+def test_power_levels_parent_and_auth_chain() -> None:
+    index = AuthChainIndex()
+    pl = (EventTypeNID(2), StateKeyNID(1))
+    create = (EventTypeNID(1), StateKeyNID(1))
+    member = (EventTypeNID(5), StateKeyNID(7))
+    index.add(EventNID(1), create, [])
+    index.add(EventNID(2), member, [EventNID(1)])
+    index.add(EventNID(3), pl, [EventNID(1), EventNID(2)])
+    index.add(EventNID(4), pl, [EventNID(1), EventNID(3), EventNID(2)])
+    index.add(EventNID(4), pl, [])  # idempotent
+    assert len(index) == 4
+    assert index.power_levels_parent(EventNID(4)) == EventNID(3)
+    assert index.power_levels_parent(EventNID(3)) is None
+    assert index.auth_chain({EventNID(4)}) == {1, 2, 3}
+
+
+def test_unknown_events_are_named() -> None:
+    index = AuthChainIndex()
+    with pytest.raises(StateResolutionError, match="auth event NID 9 of event NID 10"):
+        index.add(EventNID(10), None, [EventNID(9)])
+    with pytest.raises(StateResolutionError, match="event NID 5 is not in the room's auth"):
+        index.auth_chain({EventNID(5)})
