@@ -1,0 +1,250 @@
+"""The storage interface the processor is written against, and the records it returns.
+
+One `Store` per process (thread-safe); one `Batch` per input batch = ONE database transaction,
+committed on clean exit of `Store.batch()` and rolled back on an exception. Reads inside a
+batch see that batch's own writes, including writes still buffered for the commit.
+
+NIDs are never 0 (0 means "none"); see `processor.core.nids`. Every method that takes NIDs
+read from the database raises `CorruptState` when one of them does not exist: a dangling NID is
+a broken invariant, never "not found".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from processor.core.nids import (
+    EventNID,
+    EventTypeNID,
+    RoomNID,
+    StateKeyNID,
+    StateKeyTuple,
+    StateSnapshotNID,
+)
+
+__all__ = [
+    "Batch",
+    "EventRecord",
+    "InviteRecord",
+    "MembershipRecord",
+    "OutboxRecord",
+    "RedactionRecord",
+    "RoomRecord",
+    "Store",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    room_nid: RoomNID
+    room_id: str
+    room_version: str
+    forward_extremities: tuple[EventNID, ...]
+    #: The room's current state; 0 = none yet.
+    current_snapshot_nid: StateSnapshotNID
+    #: The stream position of the room's last output event (0 = none yet).
+    last_stream_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    event_nid: EventNID
+    event_id: str
+    room_nid: RoomNID
+    type_nid: EventTypeNID
+    #: 0 = not a state event.
+    state_key_nid: StateKeyNID
+    depth: int
+    outlier: bool
+    rejected: bool
+    rejection_reason: str | None
+    #: The state BEFORE the event; 0 = none (outliers, rejected events before state is known).
+    state_snapshot_nid: StateSnapshotNID
+    auth_event_nids: tuple[EventNID, ...]
+    prev_event_nids: tuple[EventNID, ...]
+    #: The PDU bytes as received, or its redacted form once `redacted`.
+    json: bytes
+    redacted: bool
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key_nid != 0
+
+    @property
+    def state_key_tuple(self) -> StateKeyTuple:
+        return (self.type_nid, self.state_key_nid)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRecord:
+    room_nid: RoomNID
+    target_nid: StateKeyNID
+    membership: str
+    event_nid: EventNID
+
+
+@dataclass(frozen=True, slots=True)
+class InviteRecord:
+    room_nid: RoomNID
+    target_user_id: str
+    event_nid: EventNID
+    retired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionRecord:
+    redaction_event_nid: EventNID
+    redacts_event_id: str
+    #: True once the redaction has been checked against (and applied to) its target.
+    validated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    #: Increasing within a partition, in commit order.
+    seq: int
+    room_id: str
+    stream_position: int
+    payload: bytes
+
+
+class Batch(Protocol):
+    """One database transaction. See the module docstring."""
+
+    # -- NIDs (assigned in one round trip per call; cached in process once committed) ------
+    def event_type_nids(self, types: Iterable[str]) -> dict[str, EventTypeNID]: ...
+    def state_key_nids(self, keys: Iterable[str]) -> dict[str, StateKeyNID]: ...
+    def event_type_names(self, nids: Iterable[EventTypeNID]) -> dict[EventTypeNID, str]: ...
+    def state_key_names(self, nids: Iterable[StateKeyNID]) -> dict[StateKeyNID, str]: ...
+    def select_state_key_nids(self, keys: Iterable[str]) -> dict[str, StateKeyNID]:
+        """Existing NIDs only (no assignment): unknown keys are left out."""
+        ...
+
+    # -- rooms -----------------------------------------------------------------------------
+    def select_room(self, room_id: str) -> RoomRecord | None: ...
+    def select_room_by_nid(self, room_nid: RoomNID) -> RoomRecord: ...
+    def insert_room(self, room_id: str, version_id: str) -> RoomRecord: ...
+    def update_room(
+        self,
+        room_nid: RoomNID,
+        *,
+        forward_extremities: Iterable[EventNID],
+        current_snapshot_nid: StateSnapshotNID,
+        last_stream_position: int,
+    ) -> None: ...
+
+    # -- events ----------------------------------------------------------------------------
+    def select_events_by_id(self, event_ids: Iterable[str]) -> dict[str, EventRecord]: ...
+    def select_events(self, nids: Iterable[EventNID]) -> dict[EventNID, EventRecord]: ...
+    def insert_event(
+        self,
+        *,
+        event_id: str,
+        room_nid: RoomNID,
+        type_nid: EventTypeNID,
+        state_key_nid: StateKeyNID,
+        depth: int,
+        outlier: bool,
+        rejected: bool,
+        rejection_reason: str | None,
+        state_snapshot_nid: StateSnapshotNID,
+        auth_event_nids: Iterable[EventNID],
+        prev_event_nids: Iterable[EventNID],
+        json: bytes,
+        redacted: bool = False,
+    ) -> EventNID: ...
+    def update_event(
+        self,
+        event_nid: EventNID,
+        *,
+        outlier: bool | None = None,
+        state_snapshot_nid: StateSnapshotNID | None = None,
+        rejected: bool | None = None,
+        rejection_reason: str | None = None,
+    ) -> None:
+        """Change an event's processing fields (e.g. an outlier later processed as new)."""
+        ...
+
+    def redact_event(
+        self, event_nid: EventNID, redacted_json: bytes, redaction_event_nid: EventNID
+    ) -> None: ...
+
+    # -- state -----------------------------------------------------------------------------
+    def store_state(
+        self,
+        room_nid: RoomNID,
+        state: Mapping[StateKeyTuple, EventNID],
+        *,
+        base_snapshot_nid: StateSnapshotNID = ...,
+    ) -> StateSnapshotNID: ...
+    def store_state_delta(
+        self,
+        room_nid: RoomNID,
+        base_snapshot_nid: StateSnapshotNID,
+        changes: Mapping[StateKeyTuple, EventNID],
+    ) -> StateSnapshotNID:
+        """The snapshot `base` with `changes` applied (event NID 0 removes a key). Cheaper
+        than `store_state` when the caller knows what changed (no full-state comparison)."""
+        ...
+
+    def load_state(self, snapshot_nid: StateSnapshotNID) -> dict[StateKeyTuple, EventNID]: ...
+    def load_state_entries(
+        self, snapshot_nid: StateSnapshotNID, keys: Iterable[StateKeyTuple]
+    ) -> dict[StateKeyTuple, EventNID]: ...
+    def state_difference(
+        self, old_snapshot_nid: StateSnapshotNID, new_snapshot_nid: StateSnapshotNID
+    ) -> tuple[dict[StateKeyTuple, EventNID], dict[StateKeyTuple, EventNID]]: ...
+
+    # -- memberships / invites / redactions ------------------------------------------------
+    def set_membership(
+        self,
+        room_nid: RoomNID,
+        target_state_key_nid: StateKeyNID,
+        membership: str,
+        event_nid: EventNID,
+    ) -> None: ...
+    def select_memberships(
+        self, room_nid: RoomNID, target_nids: Iterable[StateKeyNID] | None = None
+    ) -> dict[StateKeyNID, MembershipRecord]:
+        """Memberships in a room (all of them, or those of `target_nids`)."""
+        ...
+
+    def insert_invite(self, room_nid: RoomNID, target_user_id: str, event_nid: EventNID) -> None:
+        ...
+
+    def retire_invites(self, room_nid: RoomNID, target_user_id: str) -> list[EventNID]:
+        """Mark the user's active invites in the room retired; return their event NIDs."""
+        ...
+
+    def select_active_invites(self, target_user_id: str) -> list[InviteRecord]: ...
+    def insert_redaction(
+        self, redaction_event_nid: EventNID, redacts_event_id: str, validated: bool
+    ) -> None: ...
+    def select_pending_redactions(
+        self, redacts_event_ids: Iterable[str]
+    ) -> dict[str, list[RedactionRecord]]:
+        """Not-yet-validated redactions of the given events, by redacted event ID."""
+        ...
+
+    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None: ...
+
+    # -- exactly-once bookkeeping ----------------------------------------------------------
+    def select_input_offset(self, topic: str, partition: int) -> int | None: ...
+    def set_input_offset(self, topic: str, partition: int, next_offset: int) -> None: ...
+    def append_outbox(
+        self, partition: int, room_id: str, stream_position: int, payload: bytes
+    ) -> None: ...
+    def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]: ...
+    def delete_outbox(self, partition: int, up_to_seq: int) -> None: ...
+
+
+class Store(Protocol):
+    def migrate(self) -> None:
+        """Apply pending versioned migrations; idempotent; safe when processes race."""
+        ...
+
+    def batch(self) -> AbstractContextManager[Batch]: ...
+    def close(self) -> None: ...
