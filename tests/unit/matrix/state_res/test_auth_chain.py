@@ -81,7 +81,8 @@ def test_auth_difference_matches_the_definition(
     nid_sets = [{k: dag.nid(n) for k, n in state.items()} for state in state_sets]
     keys = set().union(*nid_sets)
     conflicted = {
-        k for k in keys if len({s.get(k) for s in nid_sets}) > 1 or any(k not in s for s in nid_sets)
+        k for k in keys
+        if len({s.get(k) for s in nid_sets}) > 1 or any(k not in s for s in nid_sets)
     }
     got = dag.index.auth_difference(nid_sets, conflicted)
     assert got == {dag.nid(n) for n in expected}
