@@ -45,7 +45,26 @@ from typing import Any
 
 from processor.matrix.room_versions import RedactionAlgorithm, RoomVersion
 
-__all__ = ["redact", "redacted_content", "redacted_top_level_keys"]
+__all__ = [
+    "TYPES_WITH_PROTECTED_CONTENT",
+    "redact",
+    "redacted_content",
+    "redacted_top_level_keys",
+]
+
+#: Every event type that keeps any content key in some room version; the content of every
+#: other type redacts to ``{}`` in all versions.
+TYPES_WITH_PROTECTED_CONTENT: frozenset[str] = frozenset(
+    {
+        "m.room.member",
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.power_levels",
+        "m.room.aliases",
+        "m.room.history_visibility",
+        "m.room.redaction",
+    }
+)
 
 _TOP_LEVEL_V1: frozenset[str] = frozenset(
     {
