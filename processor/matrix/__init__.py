@@ -87,3 +87,20 @@ __all__ += [
     "required_power_level",
     "user_power_level",
 ]
+
+# State resolution v1, v2, v2.1 over NIDs (issue 5).
+from processor.matrix.state_res import (  # noqa: E402
+    AuthChainIndex,
+    EventSource,
+    InMemoryEventSource,
+    StateResEvent,
+    resolve_state,
+)
+
+__all__ += [
+    "AuthChainIndex",
+    "EventSource",
+    "InMemoryEventSource",
+    "StateResEvent",
+    "resolve_state",
+]
