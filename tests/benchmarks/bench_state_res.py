@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from processor.core.nids import (  # noqa: E402
+from processor.core.nids import (
     EMPTY_STATE_KEY_NID,
     MROOM_CREATE_NID,
     MROOM_JOIN_RULES_NID,
@@ -37,14 +37,14 @@ from processor.core.nids import (  # noqa: E402
     StateKeyNID,
     StateKeyTuple,
 )
-from processor.matrix.events import Event  # noqa: E402
-from processor.matrix.room_versions import RoomVersion, room_version  # noqa: E402
-from processor.matrix.state_res import (  # noqa: E402
+from processor.matrix.events import Event
+from processor.matrix.room_versions import RoomVersion, room_version
+from processor.matrix.state_res import (
     InMemoryEventSource,
     StateResEvent,
     resolve_state,
 )
-from processor.matrix.state_res.v2 import conflicted_state_keys  # noqa: E402
+from processor.matrix.state_res.v2 import conflicted_state_keys
 
 TOPIC_NID = EventTypeNID(8)
 NAME_NID = EventTypeNID(9)
@@ -81,9 +81,9 @@ class RoomGenerator:
         self.next_nid += 1
         self.ts += 7
         auth_ids = tuple(f"$e{a}" for a in auth_nids)
+        v12_create = nid == 1 and self.version.room_id_is_create_event_hash
         event = Event(
-            event_id=f"$e{nid}", room_id="" if nid == 1 and self.version.room_id_is_create_event_hash
-            else self.room_id, sender=sender, type=event_type, state_key=state_key,
+            event_id=f"$e{nid}", room_id="" if v12_create else self.room_id, sender=sender, type=event_type, state_key=state_key,
             content=content, prev_event_ids=(), auth_event_ids=auth_ids, depth=nid,
             origin_server_ts=self.ts, redacts=None, pdu={},
         )
