@@ -83,7 +83,8 @@ class RoomGenerator:
         auth_ids = tuple(f"$e{a}" for a in auth_nids)
         v12_create = nid == 1 and self.version.room_id_is_create_event_hash
         event = Event(
-            event_id=f"$e{nid}", room_id="" if v12_create else self.room_id, sender=sender, type=event_type, state_key=state_key,
+            event_id=f"$e{nid}", room_id="" if v12_create else self.room_id, sender=sender,
+            type=event_type, state_key=state_key,
             content=content, prev_event_ids=(), auth_event_ids=auth_ids, depth=nid,
             origin_server_ts=self.ts, redacts=None, pdu={},
         )
