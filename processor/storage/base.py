@@ -20,6 +20,7 @@ from processor.core.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,
+    StateBlockNID,
     StateKeyNID,
     StateKeyTuple,
     StateSnapshotNID,
@@ -191,6 +192,10 @@ class Batch(Protocol):
         ...
 
     def load_state(self, snapshot_nid: StateSnapshotNID) -> dict[StateKeyTuple, EventNID]: ...
+    def snapshot_block_nids(self, snapshot_nid: StateSnapshotNID) -> tuple[StateBlockNID, ...]:
+        """The blocks a snapshot combines, in order (for inspection and tests)."""
+        ...
+
     def load_state_entries(
         self, snapshot_nid: StateSnapshotNID, keys: Iterable[StateKeyTuple]
     ) -> dict[StateKeyTuple, EventNID]: ...

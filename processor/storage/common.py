@@ -545,6 +545,10 @@ class BatchBase(ABC):
         meta, blocks = self._load_snapshots([snapshot_nid])[snapshot_nid]
         return SnapshotPlan(tuple(blocks), meta.chunk_count, meta.chunk_level)
 
+    def snapshot_block_nids(self, snapshot_nid: StateSnapshotNID) -> tuple[StateBlockNID, ...]:
+        """The blocks a snapshot combines, in order (for inspection and tests)."""
+        return self._load_snapshots([snapshot_nid])[snapshot_nid][0].block_nids
+
     def load_state(self, snapshot_nid: StateSnapshotNID) -> dict[StateKeyTuple, EventNID]:
         """The full state at a snapshot (0 = the empty state)."""
         if not snapshot_nid:
