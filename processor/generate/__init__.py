@@ -14,7 +14,13 @@ from __future__ import annotations
 from processor.generate.cli import add_generate_command, run_generate
 from processor.generate.keys import ServerKey
 from processor.generate.rooms import GeneratedEvent, Outcome
-from processor.generate.traffic import GeneratedTraffic, generate, iter_generate, write_jsonl
+from processor.generate.traffic import (
+    GeneratedTraffic,
+    generate,
+    iter_generate,
+    servers_for_seed,
+    write_jsonl,
+)
 
 __all__ = [
     "GeneratedEvent",
@@ -25,5 +31,6 @@ __all__ = [
     "generate",
     "iter_generate",
     "run_generate",
+    "servers_for_seed",
     "write_jsonl",
 ]

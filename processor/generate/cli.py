@@ -60,7 +60,7 @@ def add_generate_command(subparsers: Any) -> None:
 def _write(args: argparse.Namespace, out: IO[str]) -> dict[str, str]:
     encoder = msgspec.json.Encoder()
     expected: dict[str, str] = {}
-    for generated, _servers in iter_generate(
+    for generated in iter_generate(
         args.rooms, args.events, args.room_version, args.seed
     ):
         out.write(encoder.encode(generated.input).decode("utf-8"))

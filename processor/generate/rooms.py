@@ -35,7 +35,7 @@ from processor.generate.auth_selection import auth_state_keys
 from processor.generate.keys import ServerKey
 from processor.generate.pdus import PduFactory
 from processor.generate.view import RoomView, StateEntry, server_of
-from processor.matrix.room_versions import RoomVersion
+from processor.matrix.room_versions import RoomVersion, StateResAlgorithm
 
 __all__ = ["Clock", "GeneratedEvent", "Outcome", "RoomSimulation"]
 
@@ -129,11 +129,19 @@ class RoomSimulation:
         self.clock = clock
         self.room_index = room_index
         self.pdus = PduFactory(version)
+        self._v1_state_res = version.state_res is StateResAlgorithm.V1
+        self._in_fork = False
         self.room_id = ""
         self.creator = ""
         self.main = RoomView()
-        #: Set during a fork: users of other branches must not act on this one.
+        # Fork bookkeeping (empty outside forks), see `_fork_action`:
+        #: users who must not act at all (kicked on another branch);
         self._frozen: set[str] = set()
+        #: users whose membership vouched for another's change (inviters, authorisers,
+        #: kickers): their own membership must not change until the merge;
+        self._pinned: set[str] = set()
+        #: users whose membership changed on some branch.
+        self._touched: set[str] = set()
         self._depth: dict[str, int] = {}
         self._pending: deque[GeneratedEvent] = deque()
         self._user_counts: dict[str, int] = {s.server_name: 0 for s in servers}
@@ -194,14 +202,29 @@ class RoomSimulation:
         """A user who is not in the room (left earlier, or new), on `server` if given."""
         server = server or self.rng.choice(self._server_names())
         if self.rng.random() < 0.4:
-            user = view.pick(self.rng, "leave", server, self._free)
+            user = view.pick(self.rng, "leave", server, self._changeable)
             if user is not None:
                 return user
         return self._new_user(server)
 
     def _free(self, user: str) -> bool:
+        """May act (send messages, set state) on the branch being built."""
         return user not in self._frozen
 
+    def _changeable(self, user: str) -> bool:
+        """May have their own membership changed now. In a fork: not pinned by a change they
+        vouched for and, in v1 rooms, not changed yet in this fork. v1 state resolution
+        re-checks each conflicted membership against the other resolved memberships (room
+        v1 page, "State resolution"), so a second change of the same user, or a change that
+        depends on another change in the same fork, may resolve to the older state."""
+        if user in self._frozen or user in self._pinned:
+            return False
+        return not (self._v1_state_res and user in self._touched)
+
+    def _vouch(self, user: str) -> bool:
+        """May vouch for another user's membership change (invite, kick, authorise a
+        restricted join): their own membership is unchanged in this fork."""
+        return user not in self._frozen and user not in self._touched
     def _level(self, view: RoomView, user: str) -> float:
         if self.version.privileged_creators and user == self.creator:
             return math.inf  # v12 (MSC4289): creators have infinite power
@@ -226,11 +249,17 @@ class RoomSimulation:
         return level
 
     def _joined_with(
-        self, view: RoomView, at_least: float, server: str | None = None
+        self, view: RoomView, at_least: float, server: str | None = None, *, vouch: bool = False
     ) -> str | None:
-        return view.pick(
-            self.rng, "join", server, lambda u: self._free(u) and self._level(view, u) >= at_least
+        """A joined user with at least level `at_least`. With `vouch`, one who may vouch for
+        another's membership change, pinned for the rest of the fork."""
+        allowed = self._vouch if vouch else self._free
+        user = view.pick(
+            self.rng, "join", server, lambda u: allowed(u) and self._level(view, u) >= at_least
         )
+        if user is not None and vouch and self._in_fork:
+            self._pinned.add(user)
+        return user
 
     def _joined_below(
         self, view: RoomView, below: float, server: str | None = None
@@ -345,6 +374,8 @@ class RoomSimulation:
             content["displayname"] = target[1:].split(":", 1)[0].capitalize()
         if extra:
             content.update(extra)
+        if self._in_fork and outcome == "accepted":
+            self._touched.add(target)
         return self._emit(
             view, sender, MEMBER, content, target,
             kind=kind, outcome=outcome, also_signed_by=also_signed_by,
@@ -409,7 +440,7 @@ class RoomSimulation:
         view = view or self.main
         rule = self._join_rule(view)
         # Accepting an invite works under every join rule.
-        invited = view.pick(self.rng, "invite", server, self._free)
+        invited = view.pick(self.rng, "invite", server, self._changeable)
         if invited is not None and self.rng.random() < 0.7:
             self._member(view, invited, invited, "join", kind="join_after_invite")
             return True
@@ -424,11 +455,14 @@ class RoomSimulation:
     def _restricted_join(self, view: RoomView, server: str | None) -> bool:
         """v8+: a join vouched for by a resident user who may invite (rule 5.3.5), signed by
         the joining user's server and by the authorising user's server (rule 5.2)."""
-        authoriser = self._joined_with(view, self._named_level(view, "invite"), server)
+        authoriser = self._joined_with(
+            view, self._named_level(view, "invite"), server, vouch=True
+        )
         if authoriser is None:
             return False
         if self.rng.random() < 0.3:
-            user = view.pick(self.rng, "knock", server, self._free) or self._outsider(view, server)
+            user = view.pick(self.rng, "knock", server, self._changeable)
+            user = user or self._outsider(view, server)
         else:
             user = self._outsider(view, server)
         self._member(
@@ -442,14 +476,14 @@ class RoomSimulation:
         view = view or self.main
         roll = self.rng.random()
         if roll < 0.15:
-            user = view.pick(self.rng, "invite", server, self._free)
+            user = view.pick(self.rng, "invite", server, self._changeable)
             kind = "reject_invite"
         elif roll < 0.25 and self.version.knock:
-            user = view.pick(self.rng, "knock", server, self._free)
+            user = view.pick(self.rng, "knock", server, self._changeable)
             kind = "retract_knock"
         else:
             user = view.pick(
-                self.rng, "join", server, lambda u: self._free(u) and u != self.creator
+                self.rng, "join", server, lambda u: self._changeable(u) and u != self.creator
             )
             kind = "leave"
         if user is None:
@@ -459,12 +493,12 @@ class RoomSimulation:
 
     def _invite_action(self, view: RoomView | None = None, server: str | None = None) -> bool:
         view = view or self.main
-        inviter = self._joined_with(view, self._named_level(view, "invite"), server)
+        inviter = self._joined_with(view, self._named_level(view, "invite"), server, vouch=True)
         if inviter is None:
             return False
         target = None
         if self.version.knock and self.rng.random() < 0.5:
-            target = view.pick(self.rng, "knock", server, self._free)
+            target = view.pick(self.rng, "knock", server, self._changeable)
         if target is None:
             target = self._outsider(view, server)
         kind = "invite_after_knock" if view.membership(target) == "knock" else "invite"
@@ -771,7 +805,7 @@ class RoomSimulation:
         branches = [
             _Branch(base.copy(), server, self.rng.randint(1, 6)) for server in candidates[:width]
         ]
-        self._frozen = set()
+        self._in_fork = True
         if self.rng.random() < 0.3:
             self._soft_fail_on_fork(branches)
         topic_branch, name_branch = self.rng.choice(branches), self.rng.choice(branches)
@@ -795,7 +829,8 @@ class RoomSimulation:
                 done = self._knock_action(view, server)
             if not done:
                 self._message_action(view, server)
-        self._frozen = set()
+        self._in_fork = False
+        self._frozen, self._pinned, self._touched = set(), set(), set()
         progressed = [b.view.tips for b in branches if b.view.tips != base.tips]
         tips = [t for branch_tips in progressed for t in branch_tips]
         if len(tips) >= 2:
@@ -813,7 +848,9 @@ class RoomSimulation:
         it and fails against the room's current state, so it is soft-failed (server-server
         API "Checks performed on receipt of a PDU", step 6)."""
         first, second = self.rng.sample(branches, 2)
-        kicker = self._joined_with(first.view, self._named_level(first.view, "kick"), first.server)
+        kicker = self._joined_with(
+            first.view, self._named_level(first.view, "kick"), first.server, vouch=True
+        )
         if kicker is None:
             return
         level = self._level(first.view, kicker)

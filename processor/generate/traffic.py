@@ -23,6 +23,7 @@ __all__ = [
     "GeneratedTraffic",
     "generate",
     "iter_generate",
+    "servers_for_seed",
     "versions_for_rooms",
     "write_jsonl",
 ]
@@ -55,10 +56,17 @@ def versions_for_rooms(rooms: int, room_version_id: str) -> list[str]:
     return [room_version_id] * rooms
 
 
+def servers_for_seed(seed: int) -> list[ServerKey]:
+    """The homeservers (names and signing keys) of the world generated from `seed`. Their
+    own random stream (a string seed is hashed deterministically), so the keys do not depend
+    on how many rooms or events are generated."""
+    return make_servers(random.Random(f"roomserver generate keys {seed}"), _SERVER_POOL)
+
+
 def iter_generate(
     rooms: int, events: int, room_version: str = "10", seed: int = 0, *, trace: bool = False
-) -> Iterator[tuple[GeneratedEvent, list[ServerKey]]]:
-    """Yield `events` generated events spread over `rooms` rooms, with the server list.
+) -> Iterator[GeneratedEvent]:
+    """Yield `events` generated events spread over `rooms` rooms, in produce order.
 
     `trace` records on each event the state it was built against (for tests; it costs a
     copy of the room's state per event).
@@ -69,7 +77,7 @@ def iter_generate(
         raise ValueError(f"--events must not be negative, got {events}")
     version_ids = versions_for_rooms(rooms, room_version)
     rng = random.Random(seed)
-    servers = make_servers(rng, _SERVER_POOL)
+    servers = servers_for_seed(seed)
     clock = Clock(rng)
     simulations = []
     for index, version_id in enumerate(version_ids):
@@ -85,20 +93,17 @@ def iter_generate(
             )
         )
     for _ in range(events):
-        yield rng.choice(simulations).next_event(), servers
+        yield rng.choice(simulations).next_event()
 
 
 def generate(rooms: int, events: int, room_version: str = "10", seed: int = 0) -> GeneratedTraffic:
     """Generate `events` input events over `rooms` rooms of `room_version` ("1".."12" or
     ``mixed``), deterministically for `seed`."""
-    traffic = GeneratedTraffic()
-    for generated, servers in iter_generate(rooms, events, room_version, seed):
+    traffic = GeneratedTraffic(servers=servers_for_seed(seed))
+    for generated in iter_generate(rooms, events, room_version, seed):
         traffic.inputs.append(generated.input)
         traffic.expected[generated.event_id] = generated.outcome
         traffic.kinds[generated.event_id] = generated.kind
-        traffic.servers = servers
-    if not traffic.servers:
-        traffic.servers = make_servers(random.Random(seed), _SERVER_POOL)
     return traffic
 
 

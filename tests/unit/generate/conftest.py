@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from processor.generate import GeneratedEvent, ServerKey, iter_generate
+from processor.generate import GeneratedEvent, ServerKey, iter_generate, servers_for_seed
 from processor.matrix.events import Event
 from processor.matrix.pdu import decode_pdu
 from processor.matrix.room_versions import RoomVersion, room_version
@@ -27,10 +27,8 @@ class Traced:
 
 
 def traced(rooms: int, events: int, version_id: str, seed: int) -> Traced:
-    generated: list[GeneratedEvent] = []
-    servers: list[ServerKey] = []
-    for event, servers in iter_generate(rooms, events, version_id, seed, trace=True):
-        generated.append(event)
+    generated = list(iter_generate(rooms, events, version_id, seed, trace=True))
+    servers = servers_for_seed(seed)
     version = room_version(version_id)
     decoded = {g.event_id: decode_pdu(g.input["event"], version) for g in generated}
     return Traced(version, generated, servers, decoded)
