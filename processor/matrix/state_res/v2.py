@@ -286,6 +286,10 @@ class _Resolution:
             return []
         index = self.index
         mainline: dict[EventNID, int] = {}
+        # "based on the power level in the partially resolved state obtained in step 2". In
+        # v2.1 that state started empty, so when the power levels are not conflicted there is
+        # no power-levels event in it and every position is ∞ (ordering by origin_server_ts,
+        # then event_id): the spec's text, followed literally.
         power_levels = self._current(_PL_KEY)
         depth = 0
         while power_levels is not None:
