@@ -606,6 +606,8 @@ def _check_power_levels(
     # v1–v5 10.2, v6–v11 9.4, v12 10.5
     if pl_event is None:
         return
+    # Every value is compared below: each must be a level (v1–v9 checked only users so far).
+    new = validate_power_levels_content(content, version, for_comparison=True)
     old = power_levels_of(pl_event, version)
     old_content = pl_event.content if isinstance(pl_event.content, Mapping) else {}
 

@@ -37,10 +37,10 @@ here and only ever changes speed, never results.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
 from processor.errors import AuthError
@@ -149,7 +149,7 @@ def is_valid_user_id(value: object) -> TypeGuard[str]:
     return bool(sep and localpart and server) and len(value.encode()) <= 255
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PowerLevels:
     """The levels of one power-levels event, with defaults applied and bad values skipped."""
 
@@ -167,6 +167,9 @@ class PowerLevels:
     def named(self, name: str) -> int:
         value: int = getattr(self, name)
         return value
+
+    def _replace_users(self, users: Mapping[str, int]) -> PowerLevels:
+        return dataclasses.replace(self, users=users)
 
 
 #: What the rules read when there is no power-levels event at all (client-server spec:
@@ -329,19 +332,31 @@ def _check_map(
 
 
 def validate_power_levels_content(
-    content: Mapping[str, Any], version: RoomVersion
+    content: Mapping[str, Any], version: RoomVersion, *, for_comparison: bool = False
 ) -> PowerLevels:
-    """The shape checks of a new power-levels event; returns its levels or raises AuthError.
+    """Check the values of a new power-levels event; return its levels or raise AuthError.
 
-    v10+ (v10–v11 rules 9.1–9.3, v12 rules 10.1–10.3): the named levels are integers,
-    `events` and `notifications` are objects of integers, `users` an object of valid user
-    IDs to integers. v1–v9 (rule 10.1 / 9.1): `users` values may also be integer strings;
-    the spec lists no shape rule for the other properties there, but their values are
-    compared with the sender's level in the later rules, so a value that is not a level in
-    this room version is rejected too (the reference server fails to read it as well).
-    `notifications` is only read from v6 (`limit_notifications_power_levels`).
+    The shape rules (`for_comparison=False`): v10+ (v10–v11 rules 9.1–9.3, v12 rules
+    10.1–10.3) the named levels are integers, `events` and `notifications` objects of
+    integers, `users` an object of valid user IDs to integers. v1–v9 (v1–v5 rule 10.1, v6–v9
+    rule 9.1) check only `users` (valid user IDs to integers or integer strings; floats too in
+    v1–v5), so a first power-levels event with an odd `ban` is accepted there, as the
+    reference server accepts it; such a value later reads as the default.
+
+    `for_comparison=True` is for the change rules (v1–v5 10.3–10.7, v6–v11 9.5–9.9, v12
+    10.6–10.10), which compare every value with the sender's level: a value that is not a
+    level in this room version (or an `events` that is not an object) cannot be compared and
+    is rejected, where the reference server fails to read it. `notifications` is only read
+    from v6 (`limit_notifications_power_levels`).
     """
     mode = _parse_mode(version)
+    users = (
+        _check_map("users", content["users"], mode, version, user_keys=True)
+        if "users" in content
+        else {}
+    )
+    if not (for_comparison or version.integer_power_levels):
+        return _parse_content(content, mode)._replace_users(users)
     named: dict[str, int] = {}
     for name in _NAMED_LEVELS:
         if name in content:
@@ -358,9 +373,4 @@ def validate_power_levels_content(
         notifications = _check_map(
             "notifications", content["notifications"], mode, version, user_keys=False
         )
-    users = (
-        _check_map("users", content["users"], mode, version, user_keys=True)
-        if "users" in content
-        else {}
-    )
     return PowerLevels(users=users, events=events, notifications=notifications, **named)

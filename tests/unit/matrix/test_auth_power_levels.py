@@ -89,8 +89,27 @@ def test_shape_of_initial_power_levels(
 ) -> None:
     # No previous power-levels event (.5 allows), so only the shape rules apply; sent by the
     # creator, who may send any state then (state_default is 0 with no power-levels event).
+    # v1–v9 have a shape rule for `users` only (10.1 / 9.1): other odd values pass here.
     room = Room(version_id, power_levels=None)
+    if not room.version.integer_power_levels and "users" not in changes:
+        expected = None
     content: dict[str, Any] = {"users": {}} | changes
+    event = room.event("m.room.power_levels", ALICE, "", content)
+    if expected is None:
+        room.check(event)
+    else:
+        with pytest.raises(AuthError, match=expected):
+            room.check(event)
+
+
+@pytest.mark.parametrize(("version_id", "changes", "expected"), _expand(SHAPE_ROWS))
+def test_shape_of_changed_power_levels(
+    version_id: str, changes: dict[str, Any], expected: str | None
+) -> None:
+    # With a previous event every value is compared with the sender's level (.6–.10), so in
+    # every version a value that is not a level is rejected.
+    room = Room(version_id)
+    content = _base_content(room) | changes
     event = room.event("m.room.power_levels", ALICE, "", content)
     if expected is None:
         room.check(event)
