@@ -90,6 +90,41 @@ class AuthChainIndex:
             for auth_pos in auth:
                 children[auth_pos].append(pos)
 
+    @classmethod
+    def from_events(
+        cls, rows: Iterable[tuple[EventNID, StateKeyTuple | None, Sequence[EventNID]]]
+    ) -> AuthChainIndex:
+        """Build an index from (event NID, state key tuple, auth event NIDs) rows in any
+        order (e.g. a room's events as storage returns them on a cold start): each event is
+        added after its auth events."""
+        by_nid = {row[0]: row for row in rows}
+        index = cls()
+        added = index._pos
+        for start in by_nid:
+            if start in added:
+                continue
+            # Depth-first post-order: an event is added once all its auth events are in.
+            stack = [(start, iter(by_nid[start][2]))]
+            on_path = {start}
+            while stack:
+                nid, auth_iter = stack[-1]
+                for auth_nid in auth_iter:
+                    if auth_nid in added or auth_nid not in by_nid:
+                        continue  # an unknown auth event is reported by `add`
+                    if auth_nid in on_path:
+                        raise StateResolutionError(
+                            f"auth chain index: event NID {auth_nid} is its own auth ancestor"
+                        )
+                    on_path.add(auth_nid)
+                    stack.append((auth_nid, iter(by_nid[auth_nid][2])))
+                    break
+                else:
+                    stack.pop()
+                    on_path.discard(nid)
+                    _, key, auth_nids = by_nid[nid]
+                    index.add(nid, key, auth_nids)
+        return index
+
     def __contains__(self, nid: object) -> bool:
         return nid in self._pos
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import random
 from itertools import product
 
 import pytest
@@ -153,3 +154,29 @@ def test_unknown_events_are_named() -> None:
         index.add(EventNID(10), None, [EventNID(9)])
     with pytest.raises(StateResolutionError, match="event NID 5 is not in the room's auth"):
         index.auth_chain({EventNID(5)})
+
+
+@settings(max_examples=50, deadline=None)
+@given(dags(), st.randoms(use_true_random=False))
+def test_from_events_in_any_order_builds_the_same_index(dag: Dag, rnd: random.Random) -> None:
+    rows = [
+        (dag.nid(node), dag.keys[node], [dag.nid(p) for p in dag.auth[node]])
+        for node in range(len(dag.auth))
+    ]
+    rnd.shuffle(rows)
+    index = AuthChainIndex.from_events(rows)
+    assert len(index) == len(dag.auth)
+    for node in range(len(dag.auth)):
+        assert index.auth_chain({dag.nid(node)}) == {dag.nid(a) for a in dag.ancestors(node)}
+
+
+def test_from_events_names_a_missing_auth_event() -> None:
+    rows = [(EventNID(2), None, [EventNID(1)])]
+    with pytest.raises(StateResolutionError, match="auth event NID 1 of event NID 2"):
+        AuthChainIndex.from_events(rows)
+
+
+def test_from_events_rejects_a_cycle() -> None:
+    rows = [(EventNID(1), None, [EventNID(2)]), (EventNID(2), None, [EventNID(1)])]
+    with pytest.raises(StateResolutionError, match="is its own auth ancestor"):
+        AuthChainIndex.from_events(rows)
