@@ -21,8 +21,8 @@ from typing import Any
 from processor.generate.keys import ServerKey
 from processor.matrix.hashing import (
     add_content_hash,
-    compute_event_id,
-    reference_hash,
+    event_id_from_reference_hash,
+    reference_hash_trusted,
     room_id_for_create_event,
 )
 from processor.matrix.redaction import redact
@@ -101,9 +101,14 @@ class PduFactory:
                 signer.private_key.sign(payload)
             )
         pdu["signatures"] = signatures
-        event_id = compute_event_id(pdu, version)
-        if version.event_id_in_event:
-            self._reference_hashes[event_id] = encode_base64(reference_hash(pdu, version))
+        # The values were checked for canonical JSON by the content hash above, so the
+        # reference hash can skip that walk.
+        digest = reference_hash_trusted(pdu, version)
+        if opaque_event_id is not None and version.event_id_in_event:
+            event_id = opaque_event_id
+            self._reference_hashes[event_id] = encode_base64(digest)
+        else:
+            event_id = event_id_from_reference_hash(digest, version)
         return pdu, event_id
 
     def room_id_of_create(self, create_pdu: Mapping[str, Any]) -> str:

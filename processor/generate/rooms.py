@@ -16,10 +16,13 @@ outcome the authorization rules must give it:
 Forks: a room's servers sometimes build on the same event at once. Each branch belongs to one
 server, and only that server's users act on it, so branches change disjoint state keys
 (their own users' memberships; the topic or the name on one branch only) and never the power
-levels or join rules. The state after merging the branches is then the union of their
-changes under every state resolution algorithm (v1, v2, v2.1), which keeps the expected
-outcomes exact without resolving state here. A merge event names every branch tip in its
-`prev_events` (2–3 of them).
+levels or join rules. A user who vouches for a change on a branch (inviter, kicker, restricted
+join authoriser, topic/name setter) keeps their membership until the merge; in v1 rooms each
+user's membership changes at most once per fork. The state after merging the branches is
+then the union of their changes under every state resolution algorithm (v1, v2, v2.1), which
+keeps the expected outcomes exact without resolving state here (the tests check this against
+`processor.matrix.state_res`). A merge event names every branch tip in its `prev_events`
+(2–3 of them). The one deliberate cross-branch change is the soft-fail scenario's kick.
 """
 
 from __future__ import annotations
@@ -616,7 +619,11 @@ class RoomSimulation:
         view: RoomView | None = None, server: str | None = None,
     ) -> bool:  # fmt: skip
         view = view or self.main
-        sender = self._joined_with(view, self._required(view, event_type, True), server)
+        # In a fork the sender stays joined until the merge: v1 state resolution re-checks
+        # the topic/name against the resolved memberships, where a later leave would win.
+        sender = self._joined_with(
+            view, self._required(view, event_type, True), server, vouch=self._in_fork
+        )
         if sender is None:
             return False
         self._emit(view, sender, event_type, content, "", kind=kind)
