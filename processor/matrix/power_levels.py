@@ -5,8 +5,8 @@ Owns the reading of `m.room.power_levels` and `m.room.create` for authorization:
 * `user_power_level(user_id, auth_state, version)` and
   `required_power_level(event_type, is_state, auth_state, version)`, also used by state
   resolution for its power ordering;
-* `validate_power_levels_content(content, version)`: the shape checks of rule 10 ("v1–v5
-  rule 10.1", "v6–v11 rule 9.1–9.3", "v12 rule 10.1–10.4");
+* `validate_power_levels_content(content, version)`: the value checks of the power-levels
+  rule (v1–v5 rule 10.1, v6–v11 rules 9.1–9.3, v12 rules 10.1–10.3);
 * `CREATOR_POWER_LEVEL`: what a v12 room creator's power level reads as.
 
 Defaults (client-server spec, `m.room.power_levels`): `users_default` 0, `events_default` 0,
@@ -28,8 +28,8 @@ Parsing cost: the rules read the power-levels event on every check, so its conte
 once per event and kept in a small bounded cache (`_CACHE_SIZE` entries) keyed by event ID and
 parse mode. An entry also holds a reference to the content object it was parsed from and is
 used only while `event.content is` that object, so two different events that share an ID (a
-malformed v1–v2 event, or test fixtures) can never read each other's levels, and `id()` reuse
-cannot happen while the entry keeps the object alive. `Event` is a frozen slotted dataclass
+malformed v1–v2 event, or test fixtures) can never read each other's levels. (Event content
+is treated as immutable, as everywhere in the core.) `Event` is a frozen slotted dataclass
 and its content is an unhashable mapping, so neither memoising on the object nor
 `functools.lru_cache` on the event is possible; this cache is the one piece of module state
 here and only ever changes speed, never results.
@@ -37,6 +37,7 @@ here and only ever changes speed, never results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -50,6 +51,7 @@ from processor.matrix.room_versions import RoomVersion
 __all__ = [
     "CREATE_KEY",
     "CREATOR_POWER_LEVEL",
+    "NO_POWER_LEVELS",
     "POWER_LEVELS_KEY",
     "PowerLevels",
     "creator_level_user",
@@ -234,7 +236,9 @@ def power_levels_of(event: Event | None, version: RoomVersion) -> PowerLevels:
     if len(_cache) >= _CACHE_SIZE:
         # Evict the oldest insertion (dicts keep insertion order): FIFO is enough here, the
         # working set is the handful of power-levels events of the rooms in flight.
-        del _cache[next(iter(_cache))]
+        # (Another thread evicting at the same moment only makes the bound approximate.)
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+            del _cache[next(iter(_cache))]
     _cache[key] = (content, parsed)
     return parsed
 
