@@ -119,11 +119,14 @@ class RoomBuilder:
         auth_from: str | None = None,
         expect_allowed: bool = True,
         only_if_allowed: bool = False,
+        force_state: bool = False,
     ) -> str | None:
         """Add an event at the head of `branch`. Its auth events come from the state of
         `auth_from` (default: the branch). The auth rules must allow it unless
         `expect_allowed` is False (then it is stored as rejected and changes no state).
-        With `only_if_allowed`, an event the rules reject is dropped and None returned."""
+        With `only_if_allowed`, an event the rules reject is dropped and None returned.
+        With `force_state`, a rejected event still enters the branch's state (so that later
+        events of the branch cite it, as a faulty or malicious server's events would)."""
         state = self.branches[branch]
         auth_state_names = self.branches[auth_from or branch]
         head = self.heads[branch]
@@ -173,7 +176,7 @@ class RoomBuilder:
         self.name_of[stored.nid] = name
         self.heads[branch] = name
         self.depths[branch] = depth
-        if allowed and state_key is not None:
+        if (allowed or force_state) and state_key is not None:
             state[(event_type, state_key)] = name
         return name
 

@@ -181,6 +181,25 @@ def three_forks(version: RoomVersion) -> tuple[RoomBuilder, StateSets]:
     return room, [room.state("a"), room.state("b"), room.state("c")]
 
 
+def rejected_auth_event_not_used(version: RoomVersion) -> tuple[RoomBuilder, StateSets]:
+    """Eve's join of an invite-only room was rejected, yet her server sends a topic citing
+    it (the topic's own auth events make it look allowed). "Rejected auth events are
+    deliberately excluded from use in the iterative auth checks": with Eve's membership
+    absent from the state, the topic's auth check cannot use her rejected join, so it fails
+    and Alice's earlier topic stays."""
+    room = RoomBuilder(version)
+    room.start(join_rule="invite", users={EVE: 50})
+    room.fork("main", "a")
+    room.fork("main", "b")
+    room.send("b", "topic_alice", TOPIC, ALICE, "", {"topic": "alice"})
+    room.send("a", "eve_join", MEMBER, EVE, EVE, {"membership": "join"},
+              expect_allowed=False, force_state=True)
+    room.send("a", "topic_eve", TOPIC, EVE, "", {"topic": "eve"})
+    state_a = room.state("a")
+    del state_a[room.key(MEMBER, EVE)]
+    return room, [state_a, room.state("b")]
+
+
 SCENARIOS: dict[str, Scenario] = {
     f.__name__: f
     for f in (
@@ -194,5 +213,6 @@ SCENARIOS: dict[str, Scenario] = {
         kick_then_rejoin,
         ban_beats_rename,
         three_forks,
+        rejected_auth_event_not_used,
     )
 }

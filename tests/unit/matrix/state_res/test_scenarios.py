@@ -35,6 +35,8 @@ TABLE: list[tuple[str, str, dict[tuple[str, str], str | None]]] = [
     ("ban_beats_rename", "12", {(MEMBER, EVE): "ban_eve"}),
     ("three_forks", "4", {(TOPIC, ""): "topic_a", (MEMBER, ZARA): "zara_join"}),
     ("three_forks", "12", {(TOPIC, ""): "topic_a", (MEMBER, ZARA): "zara_join"}),
+    ("rejected_auth_event_not_used", "11", {(TOPIC, ""): "topic_alice", (MEMBER, EVE): None}),
+    ("rejected_auth_event_not_used", "12", {(TOPIC, ""): "topic_alice", (MEMBER, EVE): None}),
 ]
 
 
