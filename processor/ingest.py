@@ -102,6 +102,7 @@ def ingest(
 ) -> IngestSummary:
     """Processes every message; returns the summary. Outputs are written after each batch
     commits, so the output file never holds an output whose effects were rolled back."""
+    store.migrate()
     summary = IngestSummary()
     cache = RoomCache()
     builder = OutputBuilder(0, max_message_bytes=1_000_000, sink="memory")

@@ -48,11 +48,11 @@ def print_room_state(
         if at is None:
             yield _state_lines(batch, room_id, None, room.current_snapshot_nid, None)
             return
-        record = batch.select_events_by_id([at]).get(at)
-        if record is None or record.room_nid != room.room_nid:
+        found = batch.select_events_by_id([at]).get(at)
+        if found is None or found.room_nid != room.room_nid:
             raise ConfigError(f"event {at} is not in room {room_id}")
         yield _state_lines(
-            batch, room_id, record, record.state_snapshot_nid, None if before else record
+            batch, room_id, found, found.state_snapshot_nid, None if before else found
         )
 
 

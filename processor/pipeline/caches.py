@@ -15,8 +15,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from processor.matrix.pdu import decode_pdu
-
 from processor.core.decision import state_after
 from processor.core.nids import (
     EventNID,
@@ -28,6 +26,7 @@ from processor.core.nids import (
 )
 from processor.errors import CorruptState, InvalidEvent, StateResolutionError
 from processor.matrix.events import Event
+from processor.matrix.pdu import decode_pdu
 from processor.matrix.room_versions import RoomVersion, room_version
 from processor.matrix.state_res.auth_chain import AuthChainIndex
 from processor.matrix.state_res.source import StateResEvent

@@ -20,11 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from processor.matrix.pdu import decode_pdu
-from processor.pipeline.outputs import OutputBuilder
-from schemas.codecs import decode_input
-from schemas.dead_letter import DeadLetterReason
-from schemas.input import InputRoomEvent
 
 from processor.core import decision
 from processor.core.decision import Outcome
@@ -39,11 +34,16 @@ from processor.core.nids import (
 from processor.errors import InvalidEvent, SchemaError, StateResolutionError
 from processor.matrix.canonical_json import canonical_json
 from processor.matrix.events import Event
+from processor.matrix.pdu import decode_pdu
 from processor.matrix.redaction import redact
 from processor.matrix.room_versions import RoomVersion, room_version
 from processor.matrix.state_res import resolve_state
 from processor.pipeline.caches import LoadedEvent, RoomCache, RoomState, StateAt
+from processor.pipeline.outputs import OutputBuilder
 from processor.storage.base import Batch
+from schemas.codecs import decode_input
+from schemas.dead_letter import DeadLetterReason
+from schemas.input import InputRoomEvent
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,10 @@ class InputHandler:
                 self._outputs.dead_letter(message, e.reason, e.detail)
                 outcome = Outcome.DEAD_LETTERED
             result.count(outcome)
-            if self._record_outcomes and self._event_id is not None:
-                # A duplicate keeps the outcome it had the first time.
-                if outcome is not Outcome.DUPLICATE:
-                    result.event_outcomes[self._event_id] = outcome
+            # A duplicate keeps the outcome it had the first time.
+            recorded = self._record_outcomes and outcome is not Outcome.DUPLICATE
+            if recorded and self._event_id is not None:
+                result.event_outcomes[self._event_id] = outcome
         for room in touched.values():
             batch.update_room(
                 room.record.room_nid,
@@ -185,6 +185,7 @@ class InputHandler:
             [e.event for e in auth_events],
             [e.event_id for e in auth_events if e.rejected],
             version,
+            self._implied_create_event(batch, room, event),
         )
 
         if item.kind == "outlier":
@@ -255,7 +256,8 @@ class InputHandler:
 
         # Step 6: outputs.
         referenced = {*extremities, *added.values(), *removed.values()}
-        event_ids = {nid: e.event_id for nid, e in self._cache.load(batch, room, referenced).items()}
+        loaded_refs = self._cache.load(batch, room, referenced)
+        event_ids = {nid: e.event_id for nid, e in loaded_refs.items()}
         self._outputs.new_room_event(
             room,
             loaded,
@@ -326,6 +328,24 @@ class InputHandler:
         record = batch.insert_room(event.room_id, version.id)
         return self._cache.add_room(record, version)
 
+    def _implied_create_event(
+        self, batch: Batch, room: RoomState, event: Event
+    ) -> Event | None:
+        """v12 (MSC4291): the create event is implied by the room ID, never listed in
+        auth_events; its ID is the room ID with `$` for `!`."""
+        if not room.version.create_event_implicit_in_auth_events or event.type == (
+            "m.room.create"
+        ):
+            return None
+        create_id = "$" + room.record.room_id[1:]
+        create = self._cache.load_by_id(batch, room, [create_id]).get(create_id)
+        if create is None:
+            raise _DeadLetterError(
+                DeadLetterReason.MISSING_AUTH_EVENTS,
+                f"auth events not stored: {create_id} (the room's create event)",
+            )
+        return create.event
+
     def _state_key_tuple(self, batch: Batch, event: Event) -> StateKeyTuple | None:
         if event.state_key is None:
             return None
@@ -388,8 +408,10 @@ class InputHandler:
                     f"prev event {prev.event_id} is an outlier: the state after it is not known",
                 )
         afters = [self._cache.state_after(batch, room, prev) for prev in prev_events]
-        if len(afters) == 1 or all(a.snapshot_nid == afters[0].snapshot_nid for a in afters):
-            return afters[0]
+        first = afters[0]
+        if all(a is first or a.entries is first.entries or (
+            a.snapshot_nid != 0 and a.snapshot_nid == first.snapshot_nid) for a in afters):
+            return first
         return self._resolve(batch, room, afters, result)
 
     def _resolve(

@@ -73,9 +73,8 @@ class OutputBuilder:
             if topic == "output":
                 self._pending.append(payload)
             return
-        self._batch.append_outbox(
-            self._partition, room_id, stream_position, payload, topic=topic, message_type=kind
-        )
+        # An empty room ID marks a dead letter for the relay (see outbox_relay).
+        self._batch.append_outbox(self._partition, room_id, stream_position, payload)
 
     # ------------------------------------------------------------ outputs
 

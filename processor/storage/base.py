@@ -239,6 +239,18 @@ class Batch(Protocol):
     # -- exactly-once bookkeeping ----------------------------------------------------------
     def select_input_offset(self, topic: str, partition: int) -> int | None: ...
     def set_input_offset(self, topic: str, partition: int, next_offset: int) -> None: ...
+    def claim_input_offset(
+        self, topic: str, partition: int, expected: int, next_offset: int
+    ) -> bool:
+        """Compare-and-set: move the stored offset from `expected` (0 = none stored) to
+        `next_offset`. False when another transaction moved it first: the caller must roll
+        back (a stale owner after a rebalance). PostgreSQL re-checks the condition after
+        waiting for a concurrent writer of the row, so two owners cannot both win."""
+        ...
+
+    def select_room_events(self, room_nid: RoomNID) -> list[EventRecord]:
+        """Every event of a room, in the order they were stored (event NID order)."""
+        ...
     def append_outbox(
         self, partition: int, room_id: str, stream_position: int, payload: bytes
     ) -> None: ...

@@ -2,13 +2,16 @@
 
 Outputs (and dead letters) are written to the outbox in the same transaction as the input
 batch that caused them. The relay for an input partition publishes that partition's outbox
-rows in `seq` order to the same partition number of the output topic, each record carrying
-its `seq` in a header, and deletes what Kafka acknowledged.
+rows in `seq` order to the same partition number of the output topic (dead letters, the rows
+with an empty room ID, to the same partition number of the dead-letter topic), each record
+carrying its `seq` in a header, and deletes what Kafka acknowledged.
 
-After a crash between "Kafka acknowledged" and "rows deleted", the rows would be sent again.
-So when it takes over a partition the relay first reads the last record of that output
-partition and deletes every outbox row up to the `seq` it carries: what Kafka already holds
-is never sent twice. The producer is idempotent, so its own retries add no duplicates either.
+Rows are sent in runs of one topic; a run must be acknowledged before the next starts, and
+within a partition the idempotent producer keeps order. So what reached Kafka is always a
+prefix of the outbox in `seq` order. After a crash between "Kafka acknowledged" and "rows
+deleted", the relay that takes the partition over reads the last record of both partitions,
+takes the larger `seq`, and deletes every row up to it: what Kafka already holds is never
+sent twice.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from processor.storage.base import OutboxRecord, Store
@@ -35,8 +39,26 @@ class RelayTarget:
     dead_letter_topic: str
 
 
+class _MessageType(msgspec.Struct):
+    type: str = ""
+
+
+_message_type = msgspec.json.Decoder(_MessageType)
+
+
 def target_topic(record: OutboxRecord, target: RelayTarget) -> str:
-    return target.dead_letter_topic if record.topic == "dlq" else target.output_topic
+    return target.dead_letter_topic if not record.room_id else target.output_topic
+
+
+def _runs(records: list[OutboxRecord]) -> list[list[OutboxRecord]]:
+    """Consecutive rows bound for the same topic."""
+    runs: list[list[OutboxRecord]] = []
+    for record in records:
+        if runs and bool(runs[-1][-1].room_id) == bool(record.room_id):
+            runs[-1].append(record)
+        else:
+            runs.append([record])
+    return runs
 
 
 async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
@@ -84,12 +106,14 @@ class OutboxRelay:
 
     async def recover(self, consumer: AIOKafkaConsumer) -> None:
         """Forget outbox rows that Kafka already holds (see the module docstring)."""
-        tp = TopicPartition(self._target.output_topic, self._partition)
-        seq = await last_relayed_seq(consumer, tp)
-        dlq_seq = await last_relayed_seq(
-            consumer, TopicPartition(self._target.dead_letter_topic, 0)
+        seq = max(
+            await last_relayed_seq(
+                consumer, TopicPartition(self._target.output_topic, self._partition)
+            ),
+            await last_relayed_seq(
+                consumer, TopicPartition(self._target.dead_letter_topic, self._partition)
+            ),
         )
-        del dlq_seq  # dead letters share one partition; their rows are deleted by seq below
         if seq:
             await asyncio.to_thread(self._delete, seq)
 
@@ -109,25 +133,25 @@ class OutboxRelay:
                 records = await asyncio.to_thread(self._select)
                 if not records:
                     return sent
-                futures = []
-                for record in records:
-                    topic = target_topic(record, self._target)
-                    partition = self._partition if record.topic != "dlq" else 0
-                    headers = [
-                        (SEQ_HEADER, str(record.seq).encode()),
-                        (ROOM_HEADER, record.room_id.encode()),
-                        (TYPE_HEADER, record.message_type.encode()),
-                    ]
-                    futures.append(
-                        await self._producer.send(
-                            topic,
-                            record.payload,
-                            key=record.room_id.encode(),
-                            partition=partition,
-                            headers=headers,
+                for run in _runs(records):
+                    topic = target_topic(run[0], self._target)
+                    futures = []
+                    for record in run:
+                        headers = [
+                            (SEQ_HEADER, str(record.seq).encode()),
+                            (ROOM_HEADER, record.room_id.encode()),
+                            (TYPE_HEADER, _message_type.decode(record.payload).type.encode()),
+                        ]
+                        futures.append(
+                            await self._producer.send(
+                                topic,
+                                record.payload,
+                                key=record.room_id.encode(),
+                                partition=self._partition,
+                                headers=headers,
+                            )
                         )
-                    )
-                await asyncio.gather(*futures)
+                    await asyncio.gather(*futures)
                 await asyncio.to_thread(self._delete, records[-1].seq)
                 sent += len(records)
                 if self._on_relayed is not None:

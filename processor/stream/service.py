@@ -109,7 +109,7 @@ class RoomserverService:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = Health(settings.stall_seconds)
-        self._store_factory = store_factory or (lambda: open_store(settings.database_url))
+        self._store_factory = store_factory or (lambda: _migrated(settings.database_url))
         self._group_id = group_id or settings.consumer_group
         self._output_enabled = output_enabled
         self.workers: dict[int, PartitionWorker] = {}
@@ -315,3 +315,9 @@ class RoomserverService:
             await self._producer.stop()
             if server is not None:
                 server.close()
+
+
+def _migrated(database_url: str) -> Store:
+    store = open_store(database_url)
+    store.migrate()
+    return store

@@ -62,8 +62,12 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
             1,
             topic_configs={"max.message.bytes": str(settings.max_output_message_bytes)},
         ),
+        # Dead letters of input partition p go to partition p (see outbox_relay).
         settings.dead_letter_topic: NewTopic(
-            settings.dead_letter_topic, 1, 1, topic_configs={"retention.ms": "-1"}
+            settings.dead_letter_topic,
+            partitions,
+            1,
+            topic_configs={"retention.ms": "-1", "max.message.bytes": "10485760"},
         ),
     }
     missing = [topic for name, topic in wanted.items() if name not in existing]
@@ -84,6 +88,13 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
             f"every message (kafka-configs --alter --entity-name {settings.input_topic} "
             "--add-config retention.ms=-1)"
         )
+    for name in (settings.output_topic, settings.dead_letter_topic):
+        if existing.get(name) != existing.get(settings.input_topic):
+            raise ConfigError(
+                f"topic {name} has {existing.get(name)} partitions but "
+                f"{settings.input_topic} has {existing.get(settings.input_topic)}: they must "
+                "match so each input partition's outputs stay in one partition, in order"
+            )
     if existing.get(settings.output_topic) != existing.get(settings.input_topic):
         raise ConfigError(
             f"topic {settings.output_topic} has {existing.get(settings.output_topic)} "
