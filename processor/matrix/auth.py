@@ -270,7 +270,8 @@ def check_auth(
 
     create = auth_state.get(CREATE_KEY)
     if version.room_id_is_create_event_hash:
-        # v12 rule 2: the room ID is an accepted create event's ID with sigil `!`.
+        # v12 rule 2: the room ID is an accepted create event's ID with sigil `!` (the
+        # caller's auth state holds only accepted events).
         if create is None or not event.room_id.startswith("!"):
             raise AuthError(f"room ID {_short(event.room_id)}: no create event for this room")
         if create.event_id[1:] != event.room_id[1:]:
@@ -280,9 +281,9 @@ def check_auth(
             )
     elif create is None:
         # v1–v11 rule 2.4
-        raise AuthError("auth_events: no m.room.create event")
+        raise AuthError("m.room.create: no create event in the auth events or state")
 
-    # v1–v5 rule 3, v6–v11 rule 3, v12 rule 4: m.federate
+    # v1–v11 rule 3, v12 rule 4: m.federate
     create_content = create.content
     if (
         isinstance(create_content, Mapping)
