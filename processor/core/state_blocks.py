@@ -417,15 +417,22 @@ def plan_snapshot(base: SnapshotPlan, changes: Mapping[StateKeyTuple, EventNID])
     chunks = list(base.blocks[: base.chunk_count])
     deltas = list(base.blocks[base.chunk_count :])
     deltas.append(StateBlock.of(changes))
-    while len(deltas) >= TIER:
-        tail = deltas[-TIER:]
-        cls = size_class(len(tail[-1]))
-        if any(size_class(len(d)) != cls for d in tail):
+    # Keep the deltas' size classes non-increasing, at most TIER - 1 of a class: a block
+    # bigger than the one before it absorbs it; TIER blocks of one class become one block.
+    while len(deltas) >= 2:
+        last = size_class(len(deltas[-1]))
+        if last > size_class(len(deltas[-2])):
+            take = 2
+        elif len(deltas) >= TIER and all(
+            size_class(len(d)) == last for d in deltas[-TIER:-1]
+        ):
+            take = TIER
+        else:
             break
         merged: dict[StateKeyTuple, EventNID] = {}
-        for d in tail:
+        for d in deltas[-take:]:
             merged.update(d.entries)
-        deltas[-TIER:] = [StateBlock.of(merged)]
+        deltas[-take:] = [StateBlock.of(merged)]
     delta_size = sum(len(d) for d in deltas)
     chunk_size = sum(len(c) for c in chunks)
     if (
