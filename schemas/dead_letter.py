@@ -6,6 +6,7 @@ fix the producer, and re-produce the original.
 
 from __future__ import annotations
 
+import base64
 import enum
 from typing import Literal
 
@@ -33,14 +34,43 @@ class DeadLetterReason(enum.Enum):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, tag_field="type", tag="dead_letter"):
+    """One input the roomserver could not process, with where it came from and why."""
+
+    #: A `DeadLetterReason` value (machine-readable; new reasons may be added).
     reason: str
     #: A sentence for the operator, naming the field or event IDs.
     message: str
+    #: Where the original came from.
     topic: str
     partition: int
     offset: int
-    #: The original message bytes, standard base64.
+    #: The original message bytes, standard base64 (padded).
     original: str
+
+    @classmethod
+    def of(
+        cls,
+        original: bytes,
+        *,
+        reason: DeadLetterReason,
+        message: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> DeadLetter:
+        """A record for the message `original` read at `topic`/`partition`/`offset`."""
+        return cls(
+            reason=reason.value,
+            message=message,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            original=base64.b64encode(original).decode("ascii"),
+        )
+
+    def original_bytes(self) -> bytes:
+        """The original message, ready to be re-produced once the producer is fixed."""
+        return base64.b64decode(self.original, validate=True)
 
 
 DeadLetterType = Literal["dead_letter"]

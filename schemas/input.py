@@ -5,7 +5,7 @@ Kafka key: the room ID. New fields get defaults and are appended, never reordere
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -19,7 +19,13 @@ InputKind = Literal["outlier", "new", "old"]
 class InputRoomEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     kind: InputKind
     #: The PDU exactly as received over federation (kept as raw JSON bytes).
-    event: msgspec.Raw
+    event: Annotated[
+        msgspec.Raw,
+        msgspec.Meta(
+            description="The PDU exactly as received over federation",
+            extra_json_schema={"type": "object"},
+        ),
+    ]
     #: Needed only when the room is not known yet and the event is not its create event.
     room_version: str | None = None
     #: The server that sent the event.

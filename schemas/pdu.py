@@ -59,6 +59,8 @@ MAX_AUTH_EVENTS = 10
 MAX_DEPTH = 2**63 - 1
 
 _Depth = Annotated[int, msgspec.Meta(ge=0, le=MAX_DEPTH)]
+#: A JSON object kept undecoded (the JSON Schema says what it must be).
+_RawObject = Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object"})]
 
 
 class EventHashes(msgspec.Struct, frozen=True):
@@ -80,7 +82,7 @@ class PduV1(msgspec.Struct, frozen=True):
     room_id: str
     sender: str
     type: str
-    content: msgspec.Raw
+    content: _RawObject
     depth: _Depth
     origin_server_ts: int
     prev_events: Annotated[list[EventReferenceV1], msgspec.Meta(max_length=MAX_PREV_EVENTS)]
@@ -90,7 +92,7 @@ class PduV1(msgspec.Struct, frozen=True):
     state_key: str | UnsetType = UNSET
     redacts: str | UnsetType = UNSET
     origin: str | UnsetType = UNSET
-    unsigned: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
+    unsigned: _RawObject = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
 
 
 class PduV3(msgspec.Struct, frozen=True):
@@ -99,7 +101,7 @@ class PduV3(msgspec.Struct, frozen=True):
     room_id: str
     sender: str
     type: str
-    content: msgspec.Raw
+    content: _RawObject
     depth: _Depth
     origin_server_ts: int
     prev_events: Annotated[list[str], msgspec.Meta(max_length=MAX_PREV_EVENTS)]
@@ -109,7 +111,7 @@ class PduV3(msgspec.Struct, frozen=True):
     state_key: str | UnsetType = UNSET
     redacts: str | UnsetType = UNSET
     origin: str | UnsetType = UNSET
-    unsigned: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
+    unsigned: _RawObject = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
 
 
 class PduV11(msgspec.Struct, frozen=True):
@@ -118,7 +120,7 @@ class PduV11(msgspec.Struct, frozen=True):
     room_id: str
     sender: str
     type: str
-    content: msgspec.Raw
+    content: _RawObject
     depth: _Depth
     origin_server_ts: int
     prev_events: Annotated[list[str], msgspec.Meta(max_length=MAX_PREV_EVENTS)]
@@ -127,7 +129,7 @@ class PduV11(msgspec.Struct, frozen=True):
     signatures: Signatures
     state_key: str | UnsetType = UNSET
     origin: str | UnsetType = UNSET
-    unsigned: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
+    unsigned: _RawObject = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
 
 
 class PduV12(msgspec.Struct, frozen=True):
@@ -135,7 +137,7 @@ class PduV12(msgspec.Struct, frozen=True):
 
     sender: str
     type: str
-    content: msgspec.Raw
+    content: _RawObject
     depth: _Depth
     origin_server_ts: int
     prev_events: Annotated[list[str], msgspec.Meta(max_length=MAX_PREV_EVENTS)]
@@ -145,4 +147,4 @@ class PduV12(msgspec.Struct, frozen=True):
     room_id: str | UnsetType = UNSET
     state_key: str | UnsetType = UNSET
     origin: str | UnsetType = UNSET
-    unsigned: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
+    unsigned: _RawObject = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
