@@ -2,8 +2,9 @@
 
 Rooms: N members joined on a linear history (create, creator's join, power levels with a
 few moderators, public join rules, N joins), then two forks. Each fork: a power levels change
-by the creator, ~K/2.2 new joins (citing that fork's power levels), some members leaving,
-kicks and bans by the creator, a topic and a name. The two fork tips' states are resolved.
+by the creator, new joins (citing that fork's power levels), members leaving, kicks (fork 0)
+or bans (fork 1) by the creator — 3 each, or 30% of the fork's conflicts in the power-heavy
+variant —, a topic and a name. The two fork tips' states are resolved.
 
     .venv/bin/python tests/benchmarks/bench_state_res.py [--runs 7] [--profile]
 
@@ -123,8 +124,8 @@ PL: StateKeyTuple = (MROOM_POWER_LEVELS_NID, EMPTY_STATE_KEY_NID)
 JR: StateKeyTuple = (MROOM_JOIN_RULES_NID, EMPTY_STATE_KEY_NID)
 
 
-def build(version: RoomVersion, members: int, conflicts: int) -> tuple[RoomGenerator,
-                                                                         list[State]]:
+def build(version: RoomVersion, members: int, conflicts: int, power_share: float = 0.0
+          ) -> tuple[RoomGenerator, list[State]]:
     gen = RoomGenerator(version)
     state: State = {}
     create_content: dict[str, Any] = {"room_version": version.id, "creator": CREATOR}
@@ -142,8 +143,9 @@ def build(version: RoomVersion, members: int, conflicts: int) -> tuple[RoomGener
 
     forks: list[State] = []
     per_fork = conflicts // 2
-    joins = int(per_fork * 0.88)
-    leaves = per_fork - joins - 8
+    kicks = 3 + int(per_fork * power_share)
+    joins = int((per_fork - kicks) * 0.88)
+    leaves = per_fork - joins - kicks - 5
     for f in range(2):
         fork = dict(state)
         gen.power_levels(fork, {**users, f"@user{f}:server{f}.example.org": 10 + f})
@@ -153,8 +155,8 @@ def build(version: RoomVersion, members: int, conflicts: int) -> tuple[RoomGener
         for i in range(leaves):
             user = f"@user{f * leaves + i + 100}:server{(f * leaves + i + 100) % 50}.example.org"
             gen.member(fork, user, user, "leave")
-        for i in range(3):
-            n = members - 1 - (f * 3 + i)
+        for i in range(kicks):
+            n = members - 1 - (f * kicks + i)
             target = f"@user{n}:server{n % 50}.example.org"
             gen.member(fork, CREATOR, target, "leave" if f == 0 else "ban")
         gen.simple(fork, "m.room.topic", TOPIC_NID, {"topic": f"fork {f}"})
@@ -163,9 +165,10 @@ def build(version: RoomVersion, members: int, conflicts: int) -> tuple[RoomGener
     return gen, forks
 
 
-def run(version_id: str, members: int, conflicts: int, runs: int, profile: bool) -> None:
+def run(version_id: str, members: int, conflicts: int, runs: int, profile: bool,
+        power_share: float = 0.0) -> None:
     version = room_version(version_id)
-    gen, forks = build(version, members, conflicts)
+    gen, forks = build(version, members, conflicts, power_share)
     conflicted = len(conflicted_state_keys(forks))
     timings = []
     for _ in range(runs):
@@ -173,7 +176,8 @@ def run(version_id: str, members: int, conflicts: int, runs: int, profile: bool)
         resolved = resolve_state(version, forks, gen.source)
         timings.append((time.perf_counter() - start) * 1000)
     print(
-        f"room v{version_id:>2} ({version.state_res.value:>4}): {members:>6} members, "
+        f"room v{version_id:>2} ({version.state_res.value:>4}), {power_share:4.0%} kicks/bans: "
+        f"{members:>6} members, "
         f"{len(forks[0]):>6} state keys, {conflicted:>5} conflicted keys, "
         f"{len(gen.source):>6} events -> first {timings[0]:7.2f} ms, "
         f"median {statistics.median(timings):7.2f} ms, best {min(timings):7.2f} ms "
@@ -194,7 +198,8 @@ def main() -> None:
     args = parser.parse_args()
     for members, conflicts in ((10_000, 450), (50_000, 2_000)):
         for version_id in ("11", "12"):
-            run(version_id, members, conflicts, args.runs, args.profile)
+            for power_share in (0.0, 0.3):
+                run(version_id, members, conflicts, args.runs, args.profile, power_share)
 
 
 if __name__ == "__main__":

@@ -334,7 +334,8 @@ class _Resolution:
         reading each auth key from that state, else from the event's own auth events unless
         that auth event was rejected ("Rejected auth events are deliberately excluded")."""
         loaded, key_nids, version = self.loaded, self.key_nids, self.version
-        overlay, current = self.overlay, self._current
+        overlay, conflicted_keys = self.overlay, self.conflicted_keys
+        base: StateMap = self.first if self.use_unconflicted_base else {}
         for nid in order:
             state_event = loaded[nid]
             event_key = state_event.key
@@ -347,7 +348,10 @@ class _Resolution:
                 key = key_nids.get(string_key)
                 if key is None:
                     continue
-                state_nid = current(key)
+                # `_current`, inlined: this loop runs for every auth key of every event.
+                state_nid = overlay.get(key)
+                if state_nid is None and key not in conflicted_keys:
+                    state_nid = base.get(key)
                 if state_nid is not None:
                     auth_state[string_key] = loaded[state_nid].event
             if len(auth_state) < len(wanted):
