@@ -289,7 +289,9 @@ class AuthChainIndex:
         """For each event of `nids`, the events of `nids` it must come after in a topological
         ordering: those reachable through its auth events by a path that meets no other event
         of `nids` before them. Events of `nids` joined only through events outside `nids`
-        stay ordered, since "the DAG formed by auth events" orders every ancestor first."""
+        stay ordered, since "the DAG formed by auth events" orders every ancestor first.
+        (Servers that keep only the direct auth edges between events of the set can order
+        such a pair differently; the spec's wording is followed here.)"""
         positions = self._positions(nids)
         members = set(positions)
         floor = min(members, default=0)
