@@ -8,12 +8,14 @@ v12 rule 6), m.room.third_party_invite (7 / 6 / 7), required power level (8 / 7 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from processor.errors import AuthError
 from processor.matrix.auth import check_auth
+from processor.matrix.events import Event
 from processor.matrix.room_versions import room_version
 from tests.unit.matrix.test_auth_fixtures import (
     ALICE,
@@ -27,6 +29,7 @@ from tests.unit.matrix.test_auth_fixtures import (
     versions,
 )
 
+PL_KEY = ("m.room.power_levels", "")
 V1_10 = versions(1, 10)
 V1_11 = versions(1, 11)
 V11 = versions(11)
@@ -384,3 +387,47 @@ def test_redaction_rule_respects_redact_level() -> None:
     room.check(
         room.event("m.room.redaction", CAROL, None, {}, event_id="$r:b.example", redacts="$x:a")
     )
+
+
+# --------------------------------------------------------------------------------------------
+# check_auth reads only the keys the rules name (the state of a big room is never walked)
+
+
+class _LookupOnlyState(Mapping[tuple[str, str], Event]):
+    """A state that allows `get`/`[]`/`in` and fails the test on any iteration."""
+
+    def __init__(self, state: dict[tuple[str, str], Event]) -> None:
+        self._state = state
+        self.looked_up: set[tuple[str, str]] = set()
+
+    def __getitem__(self, key: tuple[str, str]) -> Event:
+        self.looked_up.add(key)
+        return self._state[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        raise AssertionError("check_auth iterated the state")
+
+    def __len__(self) -> int:
+        raise AssertionError("check_auth took the length of the state")
+
+
+@pytest.mark.parametrize("version_id", ALL_VERSIONS)
+def test_check_auth_only_looks_up_keys(version_id: str) -> None:
+    room = Room(version_id, join_rule="public")
+    state = _LookupOnlyState(room.state)
+    events = [
+        room.event("m.room.message", CAROL, None, {"body": "x"}),
+        room.member(DAVE, "join"),
+        room.member(CAROL, "leave", sender=BOB),
+        room.member(DAVE, "invite", sender=BOB),
+        room.member(CAROL, "ban", sender=BOB),
+        room.event("m.room.power_levels", ALICE, "", dict(room.state[PL_KEY].content)),
+    ]
+    for event in events:
+        check_auth(event, state, room.version)
+    assert state.looked_up <= {
+        ("m.room.create", ""),
+        PL_KEY,
+        ("m.room.join_rules", ""),
+        *(("m.room.member", user) for user in (ALICE, BOB, CAROL, DAVE)),
+    }
