@@ -20,3 +20,8 @@ class SchemaError(ValueError):
 
 class InvalidEvent(SchemaError):
     """A PDU that is malformed for its room version (bad shape, over a size limit, bad ID)."""
+
+
+class EventTooLarge(InvalidEvent):
+    """A PDU over one of the spec's size limits: 65,536 bytes of canonical JSON, or a
+    ``room_id``/``sender``/``event_id``/``type``/``state_key`` over 255 bytes."""

@@ -104,3 +104,8 @@ __all__ += [
     "StateResEvent",
     "resolve_state",
 ]
+
+# Decoding a PDU for its room version into an Event (issue 3).
+from processor.matrix.pdu import decode_pdu  # noqa: E402
+
+__all__ += ["decode_pdu"]

@@ -49,7 +49,7 @@ from processor.matrix.room_versions import (
     RedactionAlgorithm,
     RoomVersion,
 )
-from schemas.errors import InvalidEvent
+from schemas.errors import EventTooLarge, InvalidEvent
 from schemas.pdu import (
     MAX_AUTH_EVENTS,
     MAX_ID_BYTES,
@@ -79,8 +79,9 @@ _ENVELOPE_V11 = msgspec.json.Decoder(PduV11)
 _ENVELOPE_V12 = msgspec.json.Decoder(PduV12)
 _ENCODE = msgspec.json.encode
 
-#: Keys whose values the envelope Structs type fully (str/int/lists of str...), so the strict
-#: integer walk can skip them. `content`, `unsigned` and unknown keys are walked.
+#: Keys whose values the envelope check types fully (str/int/lists of str...), so the strict
+#: integer walk can skip them. `content`, `unsigned` and unknown keys are walked; so is
+#: `event_id` from v3, where it is an unknown key (see `_Plan.typed_keys`).
 _TYPED_KEYS: Final = frozenset(
     {
         "event_id",
@@ -136,16 +137,20 @@ def _reroot(message: str, root: str) -> tuple[str, str | None]:
     return head, field
 
 
-def _invalid(message: str, field: str, root: str) -> InvalidEvent:
+def _invalid(
+    message: str, field: str, root: str, error: type[InvalidEvent] = InvalidEvent
+) -> InvalidEvent:
     if root != "$":
         field = root + field[1:]
-    return InvalidEvent(message, field=field)
+    return error(message, field=field)
 
 
 def _check_id_bytes(value: str, name: str, root: str) -> None:
     # 255 *bytes*: a str of at most 63 characters cannot exceed it in UTF-8.
     if len(value) > 63 and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
-        raise _invalid(f"Expected at most {MAX_ID_BYTES} bytes", f"$.{name}", root)
+        raise _invalid(
+            f"Expected at most {MAX_ID_BYTES} bytes", f"$.{name}", root, EventTooLarge
+        )
 
 
 def _check_event_ids(ids: tuple[str, ...], name: str, root: str) -> None:
@@ -163,8 +168,13 @@ def _decode_object(raw: bytes, strict: bool, root: str) -> dict[str, Any]:
         return _OBJECT_LENIENT.decode(raw)
     except msgspec.ValidationError as e:
         if _FLOAT_MESSAGE in str(e):
-            # Find the float's full path (msgspec names only array indices here).
-            check_canonical_value(_OBJECT_LENIENT.decode(raw), root=root)
+            # Find the float's full path (msgspec names only array indices here). The
+            # lenient decode may find the JSON malformed further on: that error then.
+            try:
+                lenient = _OBJECT_LENIENT.decode(raw)
+            except msgspec.DecodeError as malformed:
+                raise InvalidEvent(f"Invalid JSON: {malformed}", field=root) from None
+            check_canonical_value(lenient, root=root)
         message, field = _reroot(str(e), root)
         raise InvalidEvent(message, field=field) from None
     except msgspec.DecodeError as e:
@@ -177,6 +187,8 @@ class _Plan:
 
     envelope_decoder: msgspec.json.Decoder[Any]
     in_event: bool
+    #: `_TYPED_KEYS` as they apply to this version's format.
+    typed_keys: frozenset[str]
     #: Top-level keys covered by the reference hash: the redaction keys minus signatures.
     reference_keys: frozenset[str]
     #: Typed keys the reference hash leaves out (signatures; origin from v11).
@@ -200,13 +212,15 @@ def _plan(version: RoomVersion) -> _Plan:
         decoder = _ENVELOPE_V11
     else:
         decoder = _ENVELOPE_V3
+    in_event = version.event_id_format is EventIdFormat.IN_EVENT
+    typed_keys = _TYPED_KEYS if in_event else _TYPED_KEYS - {"event_id"}
+    reference_keys = redacted_top_level_keys(version) - {"signatures"}
     return _Plan(
         envelope_decoder=decoder,
-        in_event=version.event_id_format is EventIdFormat.IN_EVENT,
-        reference_keys=redacted_top_level_keys(version) - {"signatures"},
-        typed_keys_dropped=tuple(
-            sorted(_TYPED_KEYS - (redacted_top_level_keys(version) - {"signatures"}))
-        ),
+        in_event=in_event,
+        typed_keys=typed_keys,
+        reference_keys=reference_keys,
+        typed_keys_dropped=tuple(sorted(typed_keys - reference_keys)),
         urlsafe=version.event_id_format is EventIdFormat.REFERENCE_HASH_URLSAFE,
         typed_redacts=version.redaction is not RedactionAlgorithm.V11,
         room_id_from_create=version.room_id_is_create_event_hash,
@@ -243,6 +257,7 @@ def decode_pdu(
                 "byte limit",
                 "$",
                 root,
+                EventTooLarge,
             )
     else:
         data = bytes(raw)
@@ -415,7 +430,7 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
         _envelope_error(data, pdu, plan, root)
 
     content: dict[str, Any] = pdu["content"]
-    untyped = pdu.keys() - _TYPED_KEYS  # normally {"content", "unsigned"}
+    untyped = pdu.keys() - plan.typed_keys  # normally {"content", "unsigned"}
     if strict:
         # v6+: every integer within ±(2**53 - 1). Floats were trapped while decoding and the
         # envelope check typed depth, origin_server_ts and the ID fields, so only the
@@ -434,6 +449,7 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
                 f"PDU is {size} bytes as canonical JSON, over the {MAX_PDU_BYTES} byte limit",
                 "$",
                 root,
+                EventTooLarge,
             )
 
     event_type: str = pdu["type"]

@@ -16,7 +16,7 @@ from processor.matrix.events import Event
 from processor.matrix.hashing import add_content_hash, compute_event_id, room_id_for_create_event
 from processor.matrix.pdu import decode_pdu
 from processor.matrix.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, room_version
-from schemas.errors import InvalidEvent
+from schemas.errors import EventTooLarge, InvalidEvent
 
 ALL_VERSIONS = [str(n) for n in range(1, 13)]
 HASH = "x" * 43
@@ -209,6 +209,7 @@ def test_255_byte_limit_counts_utf8_bytes(field: str) -> None:
     error = _error(_encode(make_pdu("10", **{field: over})), "10")
     assert error.field == f"$.{field}"
     assert "255 bytes" in str(error)
+    assert isinstance(error, EventTooLarge)
 
 
 def test_255_byte_limit_on_v1_event_id() -> None:
@@ -244,6 +245,7 @@ def test_pdu_size_limit_is_on_canonical_json() -> None:
     over = _with_body_size(65_537)
     error = _error(_encode(over), "10")
     assert error.field == "$" and "65537 bytes" in str(error)
+    assert isinstance(error, EventTooLarge)
     assert _error(over, "10").field == "$"
 
 
@@ -445,3 +447,9 @@ def test_mutated_pdus_decode_consistently(
     if event is not None:
         assert event.event_id == compute_event_id(json.loads(raw), version)
         assert event.pdu == json.loads(raw)
+
+
+def test_float_then_malformed_json_is_invalid_json() -> None:
+    # Found by hypothesis: the float hook fires before the decoder reaches `Infinity`.
+    raw = _encode(make_pdu("10")).replace(b'"depth":7', b'"depth":7,"x":[0.0,Infinity]')
+    assert "Invalid JSON" in str(_error(raw, "10"))
