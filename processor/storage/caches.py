@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from processor.core.nids import StateBlockNID, StateSnapshotNID
+from processor.core.nids import EventNID, StateBlockNID, StateKeyTuple, StateSnapshotNID
 from processor.core.state_blocks import StateBlock
 
 K = TypeVar("K")
@@ -25,6 +25,7 @@ DEFAULT_BLOCK_CACHE_ENTRIES = 1_000_000
 DEFAULT_SNAPSHOT_CACHE = 100_000
 DEFAULT_HASH_CACHE = 200_000
 DEFAULT_NAME_CACHE = 200_000
+DEFAULT_COMPOSED_STATES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class StoreCaches:
         snapshot_cache: int = DEFAULT_SNAPSHOT_CACHE,
         hash_cache: int = DEFAULT_HASH_CACHE,
         name_cache: int = DEFAULT_NAME_CACHE,
+        composed_states: int = DEFAULT_COMPOSED_STATES,
     ) -> None:
         self.lock = threading.Lock()
         self.blocks = BlockCache(block_cache_entries)
@@ -112,6 +114,10 @@ class StoreCaches:
         self.type_names: LRU[int, str] = LRU(name_cache)
         self.key_nids: LRU[str, int] = LRU(name_cache)
         self.key_names: LRU[int, str] = LRU(name_cache)
+        #: Composed full states of recent snapshots (each a dict of up to ~100k entries).
+        self.states: LRU[StateSnapshotNID, Mapping[StateKeyTuple, EventNID]] = LRU(
+            composed_states
+        )
 
     def clear_state(self) -> None:
         """Forget every cached block and snapshot (benchmarks measure cold loads with it)."""
@@ -120,6 +126,7 @@ class StoreCaches:
             self.snapshots.clear()
             self.block_nids_by_hash.clear()
             self.snapshot_nids_by_hash.clear()
+            self.states.clear()
 
     def add_blocks(self, blocks: Iterable[tuple[StateBlockNID, StateBlock]]) -> None:
         with self.lock:
@@ -133,6 +140,13 @@ class StoreCaches:
                 self.snapshots.put(meta.snapshot_nid, meta)
                 if snapshot_hash:
                     self.snapshot_nids_by_hash.put(snapshot_hash, meta.snapshot_nid)
+
+    def add_states(
+        self, states: Iterable[tuple[StateSnapshotNID, Mapping[StateKeyTuple, EventNID]]]
+    ) -> None:
+        with self.lock:
+            for nid, state in states:
+                self.states.put(nid, state)
 
     def add_names(self, type_nids: Mapping[str, int], key_nids: Mapping[str, int]) -> None:
         with self.lock:

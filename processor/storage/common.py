@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -41,6 +42,9 @@ from processor.storage.base import (
     RoomRecord,
 )
 from processor.storage.caches import SnapshotMeta, StoreCaches
+
+#: How many composed full states a batch keeps at hand.
+COMPOSED_PER_BATCH = 8
 
 #: "No snapshot": the empty state.
 NO_SNAPSHOT = StateSnapshotNID(0)
@@ -97,6 +101,11 @@ class BatchBase(ABC):
     def __init__(self, caches: StoreCaches) -> None:
         self._caches = caches
         self.pending = PendingWrites()
+        #: Full states composed in this batch (the processor stores a state event's state
+        #: after against the state before, usually the previous snapshot of this batch).
+        self._composed: OrderedDict[StateSnapshotNID, Mapping[StateKeyTuple, EventNID]] = (
+            OrderedDict()
+        )
 
     # ================================================================ backend primitives
 
@@ -211,6 +220,7 @@ class BatchBase(ABC):
         caches.add_names(p.type_nids, p.key_nids)
         caches.add_blocks(p.blocks.items())
         caches.add_snapshots((row.hash, row.meta) for row in p.snapshots.values())
+        caches.add_states(self._composed.items())
 
     # ================================================================ NIDs
 
@@ -550,11 +560,32 @@ class BatchBase(ABC):
         return self._load_snapshots([snapshot_nid])[snapshot_nid][0].block_nids
 
     def load_state(self, snapshot_nid: StateSnapshotNID) -> dict[StateKeyTuple, EventNID]:
-        """The full state at a snapshot (0 = the empty state)."""
+        """The full state at a snapshot (0 = the empty state). The caller owns the dict."""
         if not snapshot_nid:
             return {}
-        _, blocks = self._load_snapshots([snapshot_nid])[snapshot_nid]
-        return state_blocks.compose(b.entries for b in blocks)
+        return dict(self._composed_state(snapshot_nid))
+
+    def _composed_state(self, snapshot_nid: StateSnapshotNID) -> Mapping[StateKeyTuple, EventNID]:
+        """The full state, shared with the caches: never mutate it."""
+        state = self._composed.get(snapshot_nid)
+        if state is not None:
+            return state
+        with self._caches.lock:
+            state = self._caches.states.get(snapshot_nid)
+        if state is None:
+            _, blocks = self._load_snapshots([snapshot_nid])[snapshot_nid]
+            state = state_blocks.compose(b.entries for b in blocks)
+        self._remember_composed(snapshot_nid, state)
+        return state
+
+    def _remember_composed(
+        self, snapshot_nid: StateSnapshotNID, state: Mapping[StateKeyTuple, EventNID]
+    ) -> None:
+        composed = self._composed
+        composed[snapshot_nid] = state
+        composed.move_to_end(snapshot_nid)
+        while len(composed) > COMPOSED_PER_BATCH:
+            composed.popitem(last=False)
 
     def load_state_entries(
         self, snapshot_nid: StateSnapshotNID, keys: Iterable[StateKeyTuple]
@@ -594,12 +625,14 @@ class BatchBase(ABC):
         only the difference is written (a delta block)."""
         if not base_snapshot_nid:
             return self._store_plan(room_nid, state_blocks.plan_full_snapshot(state))
-        base = self._snapshot_plan(base_snapshot_nid)
-        base_state = state_blocks.compose(b.entries for b in base.blocks)
+        base_state = self._composed_state(base_snapshot_nid)
         changes = state_blocks.compute_changes(base_state, state)
         if not changes:
             return base_snapshot_nid
-        return self._store_plan(room_nid, state_blocks.plan_snapshot(base, changes))
+        base = self._snapshot_plan(base_snapshot_nid)
+        snapshot_nid = self._store_plan(room_nid, state_blocks.plan_snapshot(base, changes))
+        self._remember_composed(snapshot_nid, dict(state))
+        return snapshot_nid
 
     def store_state_delta(
         self,

@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import threading
 from array import array
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,8 @@ __all__ = ["SqliteBatch", "SqliteStore", "pack_nids", "unpack_nids"]
 _BIG_ENDIAN = sys.byteorder == "big"
 #: Stay well below SQLITE_MAX_VARIABLE_NUMBER (32766 since 3.32) per statement.
 _MAX_PARAMS = 5000
+#: NIDs taken from a counter at a time.
+_RESERVE = 256
 
 _NAME_COLUMNS = {
     NameKind.EVENT_TYPE: ("event_types", "event_type_nid", "event_type"),
@@ -217,6 +220,7 @@ class SqliteBatch(BatchBase):
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
         super().__init__(store.caches)
         self._conn = conn
+        self._nid_pools: dict[NidKind, deque[int]] = {}
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(query, params).fetchall()
@@ -270,7 +274,11 @@ class SqliteBatch(BatchBase):
         return found
 
     def _reserve_nids(self, kind: NidKind, count: int) -> list[int]:
-        return self._counter(kind.value, count)
+        # Reserved in runs inside this transaction; what the batch leaves unused is a gap.
+        pool = self._nid_pools.setdefault(kind, deque())
+        if len(pool) < count:
+            pool.extend(self._counter(kind.value, max(count - len(pool), _RESERVE)))
+        return [pool.popleft() for _ in range(count)]
 
     # -- rooms -----------------------------------------------------------------------------
 
