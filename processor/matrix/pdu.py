@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 from binascii import b2a_base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from processor.matrix.canonical_json import (
     MAX_SAFE_INTEGER,
@@ -51,10 +52,8 @@ from processor.matrix.room_versions import (
 )
 from schemas.errors import EventTooLarge, InvalidEvent
 from schemas.pdu import (
-    MAX_AUTH_EVENTS,
     MAX_ID_BYTES,
     MAX_PDU_BYTES,
-    MAX_PREV_EVENTS,
     PduV1,
     PduV3,
     PduV11,
@@ -181,11 +180,45 @@ def _decode_object(raw: bytes, strict: bool, root: str) -> dict[str, Any]:
         raise InvalidEvent(f"Invalid JSON: {e}", field=root) from None
 
 
+def _fast_struct(schema: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """The fast path's one-pass Struct for a PDU format: the schema Struct with ``content``
+    and ``unsigned`` decoded as objects, ``hashes`` as a plain object, and unknown keys
+    forbidden. It is stricter than the schema, never looser: whatever it refuses (an
+    unknown key, an unusual ``hashes``) takes the two-pass path, whose verdict is final.
+    """
+    fields: list[tuple[str, Any, Any]] = []
+    for field in msgspec.structs.fields(schema):
+        field_type = field.type
+        if field.name == "content":
+            field_type = dict[str, Any]
+        elif field.name == "unsigned":
+            field_type = dict[str, Any] | UnsetType
+        elif field.name == "hashes":
+            field_type = dict[str, str]
+        required = field.required and field.name != "unsigned"
+        fields.append((field.name, field_type, msgspec.NODEFAULT if required else UNSET))
+    return msgspec.defstruct(
+        f"_Fast{schema.__name__}",
+        [(name, t) if d is msgspec.NODEFAULT else (name, t, d) for name, t, d in fields],
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+
+
+_FAST_STRUCTS: Final[dict[type[msgspec.Struct], type[msgspec.Struct]]] = {
+    schema: _fast_struct(schema) for schema in (PduV3, PduV11, PduV12)
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What decoding a PDU of one room version needs, resolved once per version."""
 
     envelope_decoder: msgspec.json.Decoder[Any]
+    #: The one-pass decoder of the fast path (v3+), or None (v1/v2 take the two-pass path).
+    fast_decoder: msgspec.json.Decoder[Any] | None
+    #: The fast Struct's optional fields, dropped from the object when absent.
+    fast_optional: tuple[str, ...]
     in_event: bool
     #: `_TYPED_KEYS` as they apply to this version's format.
     typed_keys: frozenset[str]
@@ -214,9 +247,27 @@ def _plan(version: RoomVersion) -> _Plan:
         decoder = _ENVELOPE_V3
     in_event = version.event_id_format is EventIdFormat.IN_EVENT
     typed_keys = _TYPED_KEYS if in_event else _TYPED_KEYS - {"event_id"}
+    if version.redaction is not RedactionAlgorithm.V11:
+        # v1-v10: a top-level string (v11+: an unknown key, walked like any other).
+        typed_keys |= {"redacts"}
     reference_keys = redacted_top_level_keys(version) - {"signatures"}
+    fast_decoder = None
+    fast_optional: tuple[str, ...] = ()
+    if not in_event:
+        fast_type = _FAST_STRUCTS[decoder.type]
+        fast_decoder = msgspec.json.Decoder(
+            fast_type, float_hook=_reject_float if version.strict_canonical_json else None
+        )
+        fast_optional = tuple(
+            f.name for f in msgspec.structs.fields(fast_type) if f.default is UNSET
+        )
+        # The fast path treats every key but content and unsigned as typed.
+        fast_fields = {f.name for f in msgspec.structs.fields(fast_type)}
+        assert fast_fields - {"content", "unsigned"} <= typed_keys, fast_fields - typed_keys
     return _Plan(
         envelope_decoder=decoder,
+        fast_decoder=fast_decoder,
+        fast_optional=fast_optional,
         in_event=in_event,
         typed_keys=typed_keys,
         reference_keys=reference_keys,
@@ -230,6 +281,9 @@ def _plan(version: RoomVersion) -> _Plan:
 
 _PLANS: Final = {version_id: _plan(v) for version_id, v in KNOWN_ROOM_VERSIONS.items()}
 _sha256 = hashlib.sha256
+_asdict = msgspec.structs.asdict
+_CONTENT: Final = ("content",)
+_CONTENT_AND_UNSIGNED: Final = ("content", "unsigned")
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
@@ -269,111 +323,9 @@ def decode_pdu_json(raw: bytes, version: RoomVersion) -> Event:
     return _decode_bytes(raw, version, version.strict_canonical_json, "$")
 
 
-def _ids_ok(ids: object, limit: int) -> bool:
-    """A list of at most `limit` event IDs (`$`-prefixed strings, ≤ 63 chars on the fast
-    path; longer ones are measured in bytes by the slow path)."""
-    if type(ids) is not list or len(ids) > limit:
-        return False
-    for one in ids:  # noqa: SIM110 - a plain loop is faster than all() over a generator
-        if type(one) is not str or one[:1] != "$" or len(one) > 63:
-            return False
-    return True
-
-
-def _refs_ok(refs: object, limit: int) -> bool:
-    """v1/v2: a list of at most `limit` ``[event_id, {hashes}]`` pairs."""
-    if type(refs) is not list or len(refs) > limit:
-        return False
-    for ref in refs:
-        if (
-            type(ref) is not list
-            or len(ref) != 2
-            or type(ref[0]) is not str
-            or ref[0][:1] != "$"
-            or len(ref[0]) > 63
-            or type(ref[1]) is not dict
-        ):
-            return False
-    return True
-
-
-def _signatures_ok(signatures: object) -> bool:
-    if type(signatures) is not dict:
-        return False
-    for by_key in signatures.values():
-        if type(by_key) is not dict:
-            return False
-        for signature in by_key.values():
-            if type(signature) is not str:
-                return False
-    return True
-
-
-def _short_str(value: object) -> bool:
-    # ≤ 63 characters is ≤ 255 UTF-8 bytes; longer strings take the slow path.
-    return type(value) is str and len(value) <= 63
-
-
-def _envelope_ok(pdu: dict[str, Any], plan: _Plan) -> bool:
-    """The fast path's check of everything the envelope Struct (and the ID rules) check.
-
-    It may be stricter than needed (long IDs, unusual shapes): a False sends the event to
-    `_envelope_error`, which gives the exact reason or, if there is none, lets it through.
-    """
-    get = pdu.get
-    depth = get("depth")
-    ts = get("origin_server_ts")
-    sender = get("sender")
-    hashes = get("hashes")
-    if not (
-        _short_str(sender)
-        and sender[:1] == "@"  # type: ignore[index]
-        and sender.find(":") >= 2  # type: ignore[union-attr]
-        and sender[-1] != ":"  # type: ignore[index]
-        and _short_str(get("type"))
-        and type(get("content")) is dict
-        and type(depth) is int
-        and 0 <= depth <= MAX_SAFE_INTEGER
-        and type(ts) is int
-        and MIN_SAFE_INTEGER <= ts <= MAX_SAFE_INTEGER
-        and type(hashes) is dict
-        and type(hashes.get("sha256")) is str
-        and _signatures_ok(get("signatures"))
-    ):
-        return False
-    if "state_key" in pdu and not _short_str(pdu["state_key"]):
-        return False
-    if "origin" in pdu and type(pdu["origin"]) is not str:
-        return False
-    if "unsigned" in pdu and type(pdu["unsigned"]) is not dict:
-        return False
-    if plan.typed_redacts and "redacts" in pdu and type(pdu["redacts"]) is not str:
-        return False
-    if plan.in_event:
-        event_id = get("event_id")
-        if not (_short_str(event_id) and event_id[:1] == "$"):  # type: ignore[index]
-            return False
-        if not (
-            _refs_ok(get("prev_events"), MAX_PREV_EVENTS)
-            and _refs_ok(get("auth_events"), MAX_AUTH_EVENTS)
-        ):
-            return False
-    elif not (
-        _ids_ok(get("prev_events"), MAX_PREV_EVENTS)
-        and _ids_ok(get("auth_events"), MAX_AUTH_EVENTS)
-    ):
-        return False
-    room_id = get("room_id")
-    if plan.room_id_from_create and get("type") == "m.room.create":
-        return room_id is None and "room_id" not in pdu
-    return (
-        _short_str(room_id)
-        and room_id[:1] == "!"  # type: ignore[index]
-        and (not plan.room_id_has_server or room_id.find(":") >= 2)  # type: ignore[union-attr]
-    )
-
-
-def _envelope_error(data: bytes, pdu: dict[str, Any], plan: _Plan, root: str) -> None:
+def _envelope_error(
+    data: bytes, pdu: dict[str, Any], plan: _Plan, root: str, strict: bool
+) -> None:
     """Raise the precise `InvalidEvent` for a PDU `_envelope_ok` refused, or return if the
     refusal was only the fast path's caution (e.g. a 100-character ID within 255 bytes)."""
     try:
@@ -395,8 +347,9 @@ def _envelope_error(data: bytes, pdu: dict[str, Any], plan: _Plan, root: str) ->
     _check_id_bytes(envelope.type, "type", root)
     if isinstance(envelope.state_key, str):
         _check_id_bytes(envelope.state_key, "state_key", root)
-    if envelope.depth > MAX_SAFE_INTEGER or not (
-        MIN_SAFE_INTEGER <= envelope.origin_server_ts <= MAX_SAFE_INTEGER
+    if strict and (
+        envelope.depth > MAX_SAFE_INTEGER
+        or not MIN_SAFE_INTEGER <= envelope.origin_server_ts <= MAX_SAFE_INTEGER
     ):
         check_canonical_value(pdu, root=root)
     if isinstance(envelope, PduV1):
@@ -424,17 +377,78 @@ def _envelope_error(data: bytes, pdu: dict[str, Any], plan: _Plan, root: str) ->
 
 
 def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) -> Event:
-    pdu = _decode_object(data, strict, root)
     plan = _PLANS[version.id]
-    if not _envelope_ok(pdu, plan):
-        _envelope_error(data, pdu, plan, root)
+    envelope: Any = None
+    if plan.fast_decoder is not None:
+        # Fast path (v3+, no unknown keys): one decode builds the typed envelope and the
+        # content, and the JSON object is assembled from it.
+        try:
+            envelope = plan.fast_decoder.decode(data)
+        except msgspec.MsgspecError:
+            envelope = None
+    if envelope is not None:
+        pdu: dict[str, Any] = _asdict(envelope)
+        for name in plan.fast_optional:
+            if pdu[name] is UNSET:
+                del pdu[name]
+        untyped: Collection[str] = _CONTENT_AND_UNSIGNED if "unsigned" in pdu else _CONTENT
+        if "sha256" not in pdu["hashes"]:
+            _envelope_error(data, pdu, plan, root, strict)
+    else:
+        pdu = _decode_object(data, strict, root)
+        try:
+            # Types, required fields and list limits, checked in C.
+            envelope = plan.envelope_decoder.decode(data)
+        except msgspec.ValidationError as e:
+            message, field = _reroot(str(e), root)
+            raise InvalidEvent(message, field=field) from None
+        untyped = pdu.keys() - plan.typed_keys  # normally {"content", "unsigned"}
 
-    content: dict[str, Any] = pdu["content"]
-    untyped = pdu.keys() - plan.typed_keys  # normally {"content", "unsigned"}
+    # What the Struct cannot say, checked cheaply; anything unusual (including an ID over
+    # 63 characters, which may still be within 255 bytes) goes to `_envelope_error` for the
+    # exact verdict.
+    content = pdu["content"]
+    sender = envelope.sender
+    event_type = envelope.type
+    state_key = envelope.state_key
+    depth = envelope.depth
+    origin_server_ts = envelope.origin_server_ts
+    room_id = envelope.room_id
+    if plan.in_event:
+        event_id = envelope.event_id
+        prev_event_ids = tuple([ref[0] for ref in envelope.prev_events])
+        auth_event_ids = tuple([ref[0] for ref in envelope.auth_events])
+        ok = event_id[:1] == "$" and len(event_id) <= 63
+    else:
+        event_id = ""
+        prev_event_ids = tuple(envelope.prev_events)
+        auth_event_ids = tuple(envelope.auth_events)
+        ok = True
+    if not (
+        ok
+        and type(content) is dict
+        and sender[:1] == "@"
+        and sender.find(":") >= 2
+        and sender[-1] != ":"
+        and len(sender) <= 63
+        and len(event_type) <= 63
+        and (state_key is UNSET or len(state_key) <= 63)
+        and depth <= MAX_SAFE_INTEGER
+        and MIN_SAFE_INTEGER <= origin_server_ts <= MAX_SAFE_INTEGER
+        and ("unsigned" not in untyped or type(pdu["unsigned"]) is dict)
+        and _room_id_ok(room_id, event_type, plan)
+    ):
+        _envelope_error(data, pdu, plan, root, strict)
+    for event_ids in (prev_event_ids, auth_event_ids):
+        for one_id in event_ids:
+            if one_id[:1] != "$" or len(one_id) > 63:
+                _envelope_error(data, pdu, plan, root, strict)
+                break
+
     if strict:
         # v6+: every integer within ±(2**53 - 1). Floats were trapped while decoding and the
-        # envelope check typed depth, origin_server_ts and the ID fields, so only the
-        # remaining values are walked.
+        # Struct typed the other keys (depth and origin_server_ts are range-checked above),
+        # so only the untyped values are walked.
         for key in untyped:
             value = pdu[key]
             if type(value) not in _LEAVES and not _ints_in_range(value):
@@ -452,16 +466,8 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
                 EventTooLarge,
             )
 
-    event_type: str = pdu["type"]
     redacts: str | None
-    if plan.in_event:
-        event_id: str = pdu["event_id"]
-        prev_event_ids = tuple([ref[0] for ref in pdu["prev_events"]])
-        auth_event_ids = tuple([ref[0] for ref in pdu["auth_events"]])
-        room_id: str = pdu["room_id"]
-    else:
-        prev_event_ids = tuple(pdu["prev_events"])
-        auth_event_ids = tuple(pdu["auth_events"])
+    if not plan.in_event:
         # The reference hash: the redacted object without signatures (and unsigned, which
         # redaction never keeps), encoded with the trusted encoder: numbers are checked.
         payload = pdu.copy()
@@ -484,8 +490,6 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
             # MSC4291: the create event has no room_id; the room ID is its event ID with
             # the `!` sigil.
             room_id = "!" + event_id[1:]
-        else:
-            room_id = pdu["room_id"]
     if plan.typed_redacts:
         redacts = pdu.get("redacts")
     else:
@@ -500,16 +504,27 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
     return _new_event(
         event_id,
         room_id,
-        pdu["sender"],
+        sender,
         event_type,
-        pdu.get("state_key"),
+        None if state_key is UNSET else state_key,
         content,
         prev_event_ids,
         auth_event_ids,
-        pdu["depth"],
-        pdu["origin_server_ts"],
+        depth,
+        origin_server_ts,
         redacts,
         pdu,
+    )
+
+
+def _room_id_ok(room_id: object, event_type: str, plan: _Plan) -> bool:
+    if plan.room_id_from_create and event_type == "m.room.create":
+        return room_id is UNSET
+    return (
+        type(room_id) is str
+        and room_id[:1] == "!"
+        and len(room_id) <= 63
+        and (not plan.room_id_has_server or room_id.find(":") >= 2)
     )
 
 

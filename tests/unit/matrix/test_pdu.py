@@ -308,7 +308,9 @@ def test_mapping_input_is_checked_like_bytes() -> None:
 @pytest.mark.parametrize("version_id", ALL_VERSIONS[:10])
 def test_redacts_at_top_level_before_v11(version_id: str) -> None:
     pdu = make_pdu(version_id, type="m.room.redaction", redacts="$target", content={})
-    assert decode_pdu(_encode(pdu), room_version(version_id)).redacts == "$target"
+    event = decode_pdu(_encode(pdu), room_version(version_id))
+    assert event.redacts == "$target"
+    assert event.event_id == compute_event_id(pdu, room_version(version_id))
 
 
 @pytest.mark.parametrize("version_id", ["11", "12"])
@@ -453,3 +455,66 @@ def test_float_then_malformed_json_is_invalid_json() -> None:
     # Found by hypothesis: the float hook fires before the decoder reaches `Infinity`.
     raw = _encode(make_pdu("10")).replace(b'"depth":7', b'"depth":7,"x":[0.0,Infinity]')
     assert "Invalid JSON" in str(_error(raw, "10"))
+
+
+@pytest.mark.parametrize("version_id", ALL_VERSIONS[:5])
+def test_v1_to_v5_tolerate_big_depth_and_timestamp(version_id: str) -> None:
+    pdu = make_pdu(version_id, depth=2**60, origin_server_ts=2**60)
+    event = decode_pdu(_encode(pdu), room_version(version_id))
+    assert (event.depth, event.origin_server_ts) == (2**60, 2**60)
+
+
+@pytest.mark.parametrize("version_id", ALL_VERSIONS)
+def test_long_identifiers_within_255_bytes_are_accepted(version_id: str) -> None:
+    # Over 63 characters takes the careful path; still valid up to 255 bytes.
+    long_id = "$" + "e" * 200 + (":example.org" if version_id in ("1", "2") else "")
+    pdu = make_pdu(
+        version_id,
+        sender="@" + "a" * 200 + ":example.org",
+        type="m." + "t" * 200,
+        state_key="s" * 250,
+        prev_events=[[long_id, {"sha256": HASH}] if version_id in ("1", "2") else long_id],
+    )
+    if version_id != "12":
+        pdu["room_id"] = "!" + "r" * 200 + ":example.org"
+    else:
+        pdu["room_id"] = "!" + "r" * 200
+    if version_id in ("1", "2"):
+        pdu["event_id"] = long_id
+    event = decode_pdu(_encode(pdu), room_version(version_id))
+    assert event.prev_event_ids == (long_id,)
+    assert event.state_key == "s" * 250
+
+
+# Every shape the fast and the careful paths take: the event ID always agrees with
+# `compute_event_id` over the same JSON object.
+SHAPES: list[dict[str, Any]] = [
+    {},
+    {"unsigned": None},
+    {"state_key": "", "type": "m.room.name", "content": {"name": "n"}},
+    {"type": "m.room.redaction", "redacts": "$t", "content": {"redacts": "$t", "reason": "r"}},
+    {"type": "m.room.member", "state_key": "@b:x.org",
+     "content": {"membership": "join", "join_authorised_via_users_server": "@a:x.org"}},
+    {"type": "m.room.power_levels", "state_key": "",
+     "content": {"users": {"@a:x.org": 100}, "invite": 50, "notifications": {"room": 20}}},
+    {"type": "m.room.create", "state_key": "", "content": {"creator": "@a:x.org"}},
+    {"origin": "x.org", "membership": "join", "prev_state": [], "extra": {"n": 1}},
+    {"hashes": {"sha256": HASH, "sha512": "other"}},
+    {"event_id": "$carried:x.org"},
+]
+
+
+@pytest.mark.parametrize("version_id", ALL_VERSIONS)
+@pytest.mark.parametrize("shape", range(len(SHAPES)))
+def test_event_id_agrees_with_compute_event_id(version_id: str, shape: int) -> None:
+    overrides = dict(SHAPES[shape])
+    pdu = make_pdu(version_id, **overrides)
+    if pdu.get("unsigned", 0) is None:
+        del pdu["unsigned"]
+    if version_id == "12" and pdu["type"] == "m.room.create":
+        del pdu["room_id"]
+    version = room_version(version_id)
+    event = decode_pdu(_encode(pdu), version)
+    assert event.event_id == compute_event_id(pdu, version)
+    assert event.pdu == pdu
+    assert decode_pdu(pdu, version) == event
