@@ -60,7 +60,7 @@ from schemas.pdu import (
     PduV12,
 )
 
-__all__ = ["decode_pdu", "decode_pdu_json"]
+__all__ = ["decode_pdu"]
 
 _FLOAT_MESSAGE: Final = "Float values are not allowed in this room version's canonical JSON"
 
@@ -300,11 +300,14 @@ def decode_pdu(
     nested in an input message). Raises only `InvalidEvent`.
     """
     strict = version.strict_canonical_json
-    if isinstance(raw, Mapping):
+    if type(raw) is bytes:
+        data = raw
+    elif isinstance(raw, Mapping):
         # Already decoded: check every value (a Mapping may hold floats, NaN, Raw...), and
         # the size on the exact canonical bytes, then take the bytes path for the envelope.
-        check_canonical_value(raw, strict=strict, root=root)
-        data = encode_canonical_trusted(raw)
+        obj = raw if type(raw) is dict else dict(raw)
+        check_canonical_value(obj, strict=strict, root=root)
+        data = encode_canonical_trusted(obj)
         if len(data) > MAX_PDU_BYTES:
             raise _invalid(
                 f"PDU is {len(data)} bytes as canonical JSON, over the {MAX_PDU_BYTES} "
@@ -313,14 +316,13 @@ def decode_pdu(
                 root,
                 EventTooLarge,
             )
-    else:
+    elif isinstance(raw, bytearray | memoryview | msgspec.Raw):
         data = bytes(raw)
+    else:
+        raise _invalid(
+            f"Expected JSON bytes or a JSON object, got `{type(raw).__name__}`", "$", root
+        )
     return _decode_bytes(data, version, strict, root)
-
-
-def decode_pdu_json(raw: bytes, version: RoomVersion) -> Event:
-    """`decode_pdu` for JSON bytes (the common case, without the type dispatch)."""
-    return _decode_bytes(raw, version, version.strict_canonical_json, "$")
 
 
 def _envelope_error(
@@ -436,7 +438,14 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
         and depth <= MAX_SAFE_INTEGER
         and MIN_SAFE_INTEGER <= origin_server_ts <= MAX_SAFE_INTEGER
         and ("unsigned" not in untyped or type(pdu["unsigned"]) is dict)
-        and _room_id_ok(room_id, event_type, plan)
+        and (
+            room_id is UNSET
+            if plan.room_id_from_create and event_type == "m.room.create"
+            else type(room_id) is str
+            and room_id[:1] == "!"
+            and len(room_id) <= 63
+            and (not plan.room_id_has_server or room_id.find(":") >= 2)
+        )
     ):
         _envelope_error(data, pdu, plan, root, strict)
     for event_ids in (prev_event_ids, auth_event_ids):
@@ -451,7 +460,19 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
         # so only the untyped values are walked.
         for key in untyped:
             value = pdu[key]
-            if type(value) not in _LEAVES and not _ints_in_range(value):
+            if type(value) is dict:
+                # The top level inline: most content is a flat object of strings.
+                for item in value.values():
+                    kind = type(item)
+                    if kind is str or kind is bool or item is None:
+                        continue
+                    if kind is int:
+                        if MIN_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                            continue
+                    elif _ints_in_range(item):
+                        continue
+                    check_canonical_value(value, root=f"{root}.{key}")
+            elif type(value) not in _LEAVES and not _ints_in_range(value):
                 check_canonical_value(value, root=f"{root}.{key}")
 
     if len(data) > MAX_PDU_BYTES:
@@ -514,17 +535,6 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
         origin_server_ts,
         redacts,
         pdu,
-    )
-
-
-def _room_id_ok(room_id: object, event_type: str, plan: _Plan) -> bool:
-    if plan.room_id_from_create and event_type == "m.room.create":
-        return room_id is UNSET
-    return (
-        type(room_id) is str
-        and room_id[:1] == "!"
-        and len(room_id) <= 63
-        and (not plan.room_id_has_server or room_id.find(":") >= 2)
     )
 
 

@@ -5,6 +5,7 @@ versions 1/2, 3+, 12), the size limits (client-server API "Size limits"; PDU sch
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -518,3 +519,15 @@ def test_event_id_agrees_with_compute_event_id(version_id: str, shape: int) -> N
     assert event.event_id == compute_event_id(pdu, version)
     assert event.pdu == pdu
     assert decode_pdu(pdu, version) == event
+
+
+def test_input_types() -> None:
+    version = room_version("10")
+    pdu = make_pdu("10")
+    expected = decode_pdu(_encode(pdu), version)
+    assert decode_pdu(bytearray(_encode(pdu)), version) == expected
+    assert decode_pdu(memoryview(_encode(pdu)), version) == expected
+    assert decode_pdu(msgspec.Raw(_encode(pdu)), version) == expected
+    assert decode_pdu(MappingProxyType(pdu), version) == expected
+    with pytest.raises(InvalidEvent):
+        decode_pdu(_encode(pdu).decode(), version)  # type: ignore[arg-type]
