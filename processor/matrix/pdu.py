@@ -14,11 +14,18 @@ available to the caller that decides what to do with a mismatch.
 It raises only `InvalidEvent`, whose message names the field and the problem in msgspec's
 style ("Expected `str`, got `int` - at `$.room_id`").
 
-Speed matters (the target is 100k events/s on one core), so the bytes path does each piece
-of work once: one Struct decode validates the envelope in C with ``content`` left raw, one
-plain decode builds the JSON object (floats trapped by a hook), integers are range-checked
-only where the Struct did not type them, and the reference hash is taken over the redacted
-object with the trusted encoder (the number checks are already done).
+Speed matters (the target is 100k events/s on one core), so each piece of work is done once:
+
+- fast path (v3+, a PDU with no unknown top-level keys — nearly all traffic): one decode
+  into a Struct derived from the `schemas.pdu` Struct, with ``content`` and ``unsigned``
+  decoded as objects and floats trapped by a hook (v6+); the JSON object is assembled from
+  it (`msgspec.structs.asdict`), so nothing is decoded twice;
+- careful path (v1/v2, unknown keys, anything the fast Struct refuses): a plain decode builds
+  the JSON object and the `schemas.pdu` Struct validates the envelope; its verdict is final,
+  and its msgspec error message is the one raised;
+- then a few checks the Struct cannot express (identifier grammar, byte lengths of long
+  IDs), integers range-checked only where nothing typed them, and the reference hash taken
+  over the redacted object with the trusted encoder (the number checks are done).
 """
 
 from __future__ import annotations
@@ -76,7 +83,6 @@ _ENVELOPE_V1 = msgspec.json.Decoder(PduV1)
 _ENVELOPE_V3 = msgspec.json.Decoder(PduV3)
 _ENVELOPE_V11 = msgspec.json.Decoder(PduV11)
 _ENVELOPE_V12 = msgspec.json.Decoder(PduV12)
-_ENCODE = msgspec.json.encode
 
 #: Keys whose values the envelope check types fully (str/int/lists of str...), so the strict
 #: integer walk can skip them. `content`, `unsigned` and unknown keys are walked; so is
