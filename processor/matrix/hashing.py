@@ -18,7 +18,7 @@ v1–v5 are hashed as they are, since the spec warns they may hold such numbers.
 from __future__ import annotations
 
 import hashlib
-from base64 import b64encode, urlsafe_b64encode
+from base64 import b64decode, b64encode, urlsafe_b64encode
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +38,13 @@ __all__ = [
     "room_id_for_create_event",
 ]
 
-_NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
+#: The spec ("Calculating the content hash for an event") removes `unsigned`, `signatures`
+#: and `hashes`. The reference homeserver also leaves out the legacy top-level keys `age_ts`,
+#: `outlier` and `destinations`; events carrying them exist on the network, so for
+#: interoperability they are left out here too.
+_NOT_IN_CONTENT_HASH = frozenset(
+    {"unsigned", "signatures", "hashes", "age_ts", "outlier", "destinations"}
+)
 
 
 def content_hash(pdu: Mapping[str, Any], *, strict: bool = True) -> str:
@@ -64,7 +70,16 @@ def check_content_hash(pdu: Mapping[str, Any], *, strict: bool = True) -> bool:
     expected = hashes.get("sha256")
     if not isinstance(expected, str):
         return False
-    return expected.rstrip("=") == content_hash(pdu, strict=strict)
+    # Compare bytes, not text: padded, unpadded and URL-safe Base64 are all accepted
+    # (appendix "Unpadded Base64": decoders SHOULD accept padding).
+    try:
+        raw = expected.rstrip("=").encode("ascii")
+        altchars = b"-_" if b"-" in raw or b"_" in raw else None
+        expected_digest = b64decode(raw + b"=" * (-len(raw) % 4), altchars, validate=True)
+    except ValueError:  # binascii.Error and UnicodeEncodeError are ValueErrors
+        return False
+    actual = content_hash(pdu, strict=strict)
+    return expected_digest == b64decode(actual + "=" * (-len(actual) % 4))
 
 
 def _reference_payload(pdu: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:

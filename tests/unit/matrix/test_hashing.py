@@ -70,6 +70,21 @@ def test_add_and_check_content_hash() -> None:
     assert not check_content_hash(MESSAGE_EVENT)
 
 
+def test_check_content_hash_accepts_padding_and_rejects_garbage() -> None:
+    hashed = add_content_hash(MESSAGE_EVENT)
+    padded = {**hashed, "hashes": {"sha256": hashed["hashes"]["sha256"] + "="}}
+    assert check_content_hash(padded)
+    for bad in ("!!!", "é", "", 5, None):
+        assert not check_content_hash({**hashed, "hashes": {"sha256": bad}})
+    assert not check_content_hash({**hashed, "hashes": "x"})
+
+
+@pytest.mark.parametrize("legacy_key", ["age_ts", "outlier", "destinations"])
+def test_content_hash_ignores_legacy_keys(legacy_key: str) -> None:
+    # Interoperability with the reference homeserver (see hashing._NOT_IN_CONTENT_HASH).
+    assert content_hash({**MESSAGE_EVENT, legacy_key: 1}) == content_hash(MESSAGE_EVENT)
+
+
 def _v3_event() -> dict[str, Any]:
     return {
         "auth_events": ["$create", "$power"],
