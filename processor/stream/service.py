@@ -61,10 +61,6 @@ class PartitionWorker:
             OutputBuilder(self.partition, self.max_message_bytes),
         )
 
-    def stored_offset(self) -> int:
-        with self.store.batch() as batch:
-            return batch.select_input_offset(self.topic, self.partition) or 0
-
     def process(self, messages: list[InputMessage]) -> BatchResult | None:
         """One transaction: the batch's effects, its outputs and the next input offset."""
         try:
@@ -118,6 +114,8 @@ class RoomserverService:
         self._producer: AIOKafkaProducer | None = None
         self._tail_reader: AIOKafkaConsumer | None = None
         self._max_message_bytes = settings.max_output_message_bytes
+        #: One store for every partition: it is thread-safe (a connection pool).
+        self._store: Store | None = None
         self.processed = 0
         #: Rebuild mode: stop once every partition has reached these offsets.
         self._stop_at = stop_at
@@ -129,9 +127,17 @@ class RoomserverService:
     # ------------------------------------------------------------ partitions
 
     async def take(self, partitions: list[int]) -> None:
+        """Start workers for newly assigned partitions, resuming at the stored offsets.
+
+        Runs inside the rebalance callback, so it does only what must happen before the
+        first fetch: read the stored offsets (one transaction) and seek. The relay's
+        recovery runs afterwards; a worker relays nothing until it has finished.
+        """
         assert self._consumer is not None and self._producer is not None
+        store = self._require_store()
+        offsets = await asyncio.to_thread(self._stored_offsets, store, partitions)
+        fresh: list[PartitionWorker] = []
         for p in partitions:
-            store = await asyncio.to_thread(self._store_factory)
             relay = OutboxRelay(
                 store,
                 self._producer,
@@ -142,14 +148,28 @@ class RoomserverService:
             worker = PartitionWorker(
                 self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes
             )
-            offset = await asyncio.to_thread(worker.stored_offset)
-            self._consumer.seek(TopicPartition(self.settings.input_topic, p), offset)
-            if self._output_enabled:
-                assert self._tail_reader is not None
-                await relay.recover(self._tail_reader)
-                await relay.run_once()
+            self._consumer.seek(TopicPartition(self.settings.input_topic, p), offsets[p])
             self.workers[p] = worker
-            log.info("partition %d assigned, resuming at offset %d", p, offset)
+            fresh.append(worker)
+            log.info("partition %d assigned, resuming at offset %d", p, offsets[p])
+        if self._output_enabled:
+            for worker in fresh:
+                async with worker.lock:
+                    assert self._tail_reader is not None
+                    await worker.relay.recover(self._tail_reader)
+                    await worker.relay.run_once()
+
+    def _stored_offsets(self, store: Store, partitions: list[int]) -> dict[int, int]:
+        with store.batch() as batch:
+            return {
+                p: batch.select_input_offset(self.settings.input_topic, p) or 0
+                for p in partitions
+            }
+
+    def _require_store(self) -> Store:
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
 
     def _relayed_counter(self, partition: int) -> Callable[[int], None]:
         gauge = self.metrics.outbox_backlog.labels(str(partition))
@@ -163,7 +183,6 @@ class RoomserverService:
             async with worker.lock:  # let an in-flight batch finish first
                 if self._output_enabled:
                     await worker.relay.run_once()
-                await asyncio.to_thread(worker.store.close)
             log.info("partition %d released", p)
 
     # ------------------------------------------------------------ the loop
@@ -266,6 +285,7 @@ class RoomserverService:
             enable_auto_commit=False, isolation_level="read_committed", **options
         )
         await self._tail_reader.start()
+        await asyncio.to_thread(self._require_store)
         consumer = await self._start_consumer()
         server = None
         if self.settings.metrics_port:
@@ -281,7 +301,12 @@ class RoomserverService:
                 jobs = []
                 for tp, records in batches.items():
                     worker = self.workers.get(tp.partition)
-                    if worker is None or not records:
+                    if not records:
+                        continue
+                    if worker is None:
+                        # Fetched before the assignment callback set the worker up: read
+                        # these again rather than lose them.
+                        consumer.seek(tp, records[0].offset)
                         continue
                     messages = [
                         InputMessage(r.value or b"", tp.topic, tp.partition, r.offset)
@@ -313,6 +338,9 @@ class RoomserverService:
             await consumer.stop()
             await self._tail_reader.stop()
             await self._producer.stop()
+            if self._store is not None:
+                await asyncio.to_thread(self._store.close)
+                self._store = None
             if server is not None:
                 server.close()
 

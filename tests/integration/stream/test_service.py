@@ -49,6 +49,8 @@ async def _read_outputs(settings: Settings, count: int) -> list[bytes]:
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
+        # The service creates the output topic; see it as soon as it exists.
+        metadata_max_age_ms=500,
     )
     await consumer.start()
     got: list[bytes] = []
