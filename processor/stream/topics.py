@@ -9,6 +9,7 @@ misbehaviour.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,6 +36,20 @@ async def _describe(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, 
         if topic.get("error_code", 0) == 0:
             found[topic["topic"]] = len(topic["partitions"])
     return found
+
+
+async def _wait_for_topics(
+    admin: AIOKafkaAdminClient, names: list[str], attempts: int = 50
+) -> dict[str, int]:
+    """Partition counts once every topic is visible: a topic just created can take a moment
+    to appear in the metadata of the broker that answers."""
+    for _ in range(attempts):
+        existing = await _describe(admin, names)
+        if all(name in existing for name in names):
+            return existing
+        await asyncio.sleep(0.1)
+    missing = [name for name in names if name not in existing]
+    raise ConfigError(f"topics {missing} were created but do not appear in the metadata")
 
 
 async def _topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
@@ -78,7 +93,7 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
             pass  # another instance created it first
         except KafkaError as e:
             raise ConfigError(f"cannot create topics {[t.name for t in missing]}: {e}") from e
-        existing = await _describe(admin, names)
+        existing = await _wait_for_topics(admin, names)
 
     input_config = await _topic_config(admin, settings.input_topic)
     if input_config.get("retention.ms") != "-1":
@@ -95,12 +110,6 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
                 f"{settings.input_topic} has {existing.get(settings.input_topic)}: they must "
                 "match so each input partition's outputs stay in one partition, in order"
             )
-    if existing.get(settings.output_topic) != existing.get(settings.input_topic):
-        raise ConfigError(
-            f"topic {settings.output_topic} has {existing.get(settings.output_topic)} "
-            f"partitions but {settings.input_topic} has {existing.get(settings.input_topic)}: "
-            "they must match so each room's outputs stay in one partition, in order"
-        )
     output_config = await _topic_config(admin, settings.output_topic)
     max_bytes = int(output_config.get("max.message.bytes", DEFAULT_MAX_MESSAGE_BYTES))
     return TopicLayout(

@@ -93,7 +93,13 @@ async def test_run_matches_ingest(
     try:
         produced = await commands.produce(settings, io.BytesIO(data))
         assert produced == 600
-        outputs = await asyncio.wait_for(_read_outputs(settings, len(expected)), 120)
+        reading = asyncio.create_task(_read_outputs(settings, len(expected)))
+        # The service failing ends the wait too, with its own exception.
+        done, _ = await asyncio.wait(
+            [reading, running], timeout=120, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert reading in done, "no complete output within 120 s"
+        outputs = reading.result()
     finally:
         service.stop()
         await running
