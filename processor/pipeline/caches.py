@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from processor.core.decision import state_after
 from processor.core.nids import (
@@ -30,9 +30,12 @@ from processor.matrix.pdu import decode_pdu
 from processor.matrix.room_versions import RoomVersion, room_version
 from processor.matrix.state_res.auth_chain import AuthChainIndex
 from processor.matrix.state_res.source import StateResEvent
-from processor.storage.base import Batch, EventRecord, RoomRecord
+from processor.storage.base import Batch, EventRecord, RedactionRecord, RoomRecord
 
 NO_SNAPSHOT = StateSnapshotNID(0)
+
+if TYPE_CHECKING:
+    from processor.pipeline.handler import Decoded
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -67,21 +70,23 @@ class LRU(Generic[K, V]):
 class StateAt:
     """A state map, and the snapshot that stores it once it is stored (0 until then).
 
-    `base_snapshot_nid` is a stored snapshot this state differs little from (the state
-    before the prev event), so storage can add a delta block instead of the full state.
+    When the state is another state (`base`) plus a few changes, `base` and `changes` are
+    kept so that storing it writes a small delta instead of comparing the full state.
     """
 
-    __slots__ = ("base_snapshot_nid", "entries", "snapshot_nid")
+    __slots__ = ("base", "changes", "entries", "snapshot_nid")
 
     def __init__(
         self,
         entries: Mapping[StateKeyTuple, EventNID],
         snapshot_nid: StateSnapshotNID = NO_SNAPSHOT,
-        base_snapshot_nid: StateSnapshotNID = NO_SNAPSHOT,
+        base: StateAt | None = None,
+        changes: Mapping[StateKeyTuple, EventNID] | None = None,
     ) -> None:
         self.entries = entries
         self.snapshot_nid = snapshot_nid
-        self.base_snapshot_nid = base_snapshot_nid
+        self.base = base
+        self.changes = changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,12 @@ class RoomCache:
         self._after: LRU[EventNID, StateAt] = LRU(states)
         self._type_nids: dict[str, EventTypeNID] = {}
         self._state_key_nids: dict[str, StateKeyNID] = {}
+        # What `prefetch` found for the batch in progress.
+        self._batch_records: dict[str, EventRecord] = {}
+        self._absent: set[str] = set()
+        self._pending_redactions: dict[str, list[RedactionRecord]] = {}
+        #: Resolved states by the states they were resolved from (immutable inputs).
+        self._resolved: LRU[frozenset[StateAt], StateAt] = LRU(states)
 
     def clear(self) -> None:
         """Forget everything (after a rolled-back batch)."""
@@ -153,6 +164,10 @@ class RoomCache:
         self._ids.clear()
         self._states.clear()
         self._after.clear()
+        self._resolved.clear()
+        self._batch_records = {}
+        self._absent = set()
+        self._pending_redactions = {}
 
     # ------------------------------------------------------------ NIDs
 
@@ -228,10 +243,43 @@ class RoomCache:
         self._ids.put(loaded.event_id, loaded.nid)
         return loaded
 
+    def prefetch(self, batch: Batch, decoded: Iterable[Decoded]) -> None:
+        """Look up, in one round trip each, the events a batch references and the
+        redactions waiting for its events."""
+        referenced: set[str] = set()
+        own: list[str] = []
+        for item in decoded:
+            event = item.event
+            own.append(event.event_id)
+            referenced.add(event.event_id)
+            referenced.update(event.prev_event_ids)
+            referenced.update(event.auth_event_ids)
+            referenced.update(item.item.state_event_ids)
+            if item.version.create_event_implicit_in_auth_events:
+                referenced.add("$" + event.room_id[1:])
+        missing = [event_id for event_id in referenced if self._ids.get(event_id) is None]
+        self._batch_records = batch.select_events_by_id(missing) if missing else {}
+        self._absent = set(missing).difference(self._batch_records)
+        self._pending_redactions = {
+            event_id: list(records)
+            for event_id, records in batch.select_pending_redactions(own).items()
+        }
+
+    def pending_redactions(self, event_id: str) -> list[RedactionRecord]:
+        return self._pending_redactions.get(event_id, [])
+
+    def add_pending_redaction(self, record: RedactionRecord) -> None:
+        self._pending_redactions.setdefault(record.redacts_event_id, []).append(record)
+
     def event_nid(self, batch: Batch, event_id: str) -> EventNID | None:
         nid = self._ids.get(event_id)
         if nid is not None:
             return nid
+        prefetched = self._batch_records.get(event_id)
+        if prefetched is not None:
+            return EventNID(prefetched.event_nid)
+        if event_id in self._absent:
+            return None
         found = batch.select_events_by_id([event_id])
         record = found.get(event_id)
         if record is None:
@@ -252,8 +300,16 @@ class RoomCache:
             else:
                 missing.append(event_id)
         if missing:
-            for event_id, record in batch.select_events_by_id(missing).items():
-                found[event_id] = self._loaded(record, room.version)
+            query = []
+            for event_id in missing:
+                record = self._batch_records.get(event_id)
+                if record is not None:
+                    found[event_id] = self._loaded(record, room.version)
+                elif event_id not in self._absent:
+                    query.append(event_id)
+            if query:
+                for event_id, record in batch.select_events_by_id(query).items():
+                    found[event_id] = self._loaded(record, room.version)
         return found
 
     def load(
@@ -323,6 +379,7 @@ class RoomCache:
         )
         self._events.put(loaded.nid, loaded)
         self._ids.put(loaded.event_id, loaded.nid)
+        self._absent.discard(loaded.event_id)
         index = room.auth_index
         if all(a in index for a in auth_event_nids):
             index.add(loaded.nid, key, auth_event_nids)
@@ -332,7 +389,7 @@ class RoomCache:
 
     def load_state(self, batch: Batch, snapshot_nid: StateSnapshotNID) -> StateAt:
         if snapshot_nid == 0:
-            return StateAt({})
+            return StateAt({})  # an outlier's: never stored as a snapshot
         state = self._states.get(snapshot_nid)
         if state is None:
             state = StateAt(batch.load_state(snapshot_nid), snapshot_nid)
@@ -341,10 +398,15 @@ class RoomCache:
 
     def snapshot_for(self, batch: Batch, room: RoomState, state: StateAt) -> StateSnapshotNID:
         """The snapshot NID of a state, storing it first if it is not stored yet."""
-        if state.snapshot_nid == 0 and state.entries:
-            state.snapshot_nid = batch.store_state(
-                room.record.room_nid, state.entries, base_snapshot_nid=state.base_snapshot_nid
-            )
+        if state.snapshot_nid == 0:
+            if state.base is not None and state.changes is not None:
+                base_nid = self.snapshot_for(batch, room, state.base)
+                state.snapshot_nid = batch.store_state_delta(
+                    room.record.room_nid, base_nid, state.changes
+                )
+            else:
+                state.snapshot_nid = batch.store_state(room.record.room_nid, state.entries)
+            state.base = None  # the base may now be forgotten
             self._states.put(state.snapshot_nid, state)
         return state.snapshot_nid
 
@@ -357,17 +419,22 @@ class RoomCache:
             return cached
         before = self.state_before(batch, room, event)
         entries = state_after(before.entries, event.key, event.nid, event.rejected)
-        after = (
-            before
-            if entries is before.entries
-            else StateAt(entries, base_snapshot_nid=before.snapshot_nid)
-        )
+        if entries is before.entries or event.key is None:
+            after = before
+        else:
+            after = StateAt(entries, base=before, changes={event.key: event.nid})
         self._after.put(event.nid, after)
         return after
 
     def remember_state_before(self, event: LoadedEvent, state: StateAt) -> None:
         if state.snapshot_nid:
             self._states.put(state.snapshot_nid, state)
+
+    def resolved(self, states: frozenset[StateAt]) -> StateAt | None:
+        return self._resolved.get(states)
+
+    def remember_resolved(self, states: frozenset[StateAt], result: StateAt) -> None:
+        self._resolved.put(states, result)
 
     def event_source(self, batch: Batch, room: RoomState) -> BatchEventSource:
         return BatchEventSource(self, batch, room)

@@ -40,7 +40,7 @@ from processor.matrix.room_versions import RoomVersion, room_version
 from processor.matrix.state_res import resolve_state
 from processor.pipeline.caches import LoadedEvent, RoomCache, RoomState, StateAt
 from processor.pipeline.outputs import OutputBuilder
-from processor.storage.base import Batch
+from processor.storage.base import Batch, RedactionRecord
 from schemas.codecs import decode_input
 from schemas.dead_letter import DeadLetterReason
 from schemas.input import InputRoomEvent
@@ -98,6 +98,15 @@ class _PeekPDU(msgspec.Struct):
 _peek_decoder = msgspec.json.Decoder(_PeekPDU)
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An input message after step 1."""
+
+    item: InputRoomEvent
+    event: Event
+    version: RoomVersion
+
+
 class InputHandler:
     """Processes input messages against one store. Not thread-safe: one per partition."""
 
@@ -111,6 +120,8 @@ class InputHandler:
     ) -> None:
         self._record_outcomes = record_outcomes
         self._event_id: str | None = None
+        #: Versions of the rooms whose create events are in the batch being decoded.
+        self._batch_versions: dict[str, RoomVersion] = {}
         self._server_name = server_name
         self._cache = cache
         self._outputs = outputs
@@ -121,10 +132,20 @@ class InputHandler:
         result = BatchResult()
         touched: dict[RoomNID, RoomState] = {}
         self._outputs.begin(batch, result)
-        for message in messages:
+        # Step 1 for the whole batch first, so what the events reference is looked up in
+        # one round trip instead of one per event.
+        self._batch_versions = {}
+        decoded = [self._decode(batch, message) for message in messages]
+        self._cache.prefetch(
+            batch, [d for d in decoded if isinstance(d, Decoded)]
+        )
+        for message, item in zip(messages, decoded, strict=True):
             self._event_id = None
             try:
-                outcome = self._handle(batch, message, touched, result)
+                if isinstance(item, _DeadLetterError):
+                    raise item
+                self._event_id = item.event.event_id
+                outcome = self._handle(batch, item, touched, result)
             except _DeadLetterError as e:
                 result.dead_letters.append(DeadLetter(message, e.reason, e.detail))
                 self._outputs.dead_letter(message, e.reason, e.detail)
@@ -143,35 +164,45 @@ class InputHandler:
             )
         return result
 
+    def _decode(self, batch: Batch, message: InputMessage) -> Decoded | _DeadLetterError:
+        """Step 1: decode and validate for the room version; compute the event ID."""
+        try:
+            try:
+                item = decode_input(message.value)
+            except SchemaError as e:
+                raise _DeadLetterError(DeadLetterReason.MALFORMED, str(e)) from e
+            version = self._room_version(batch, item)
+            try:
+                event = decode_pdu(item.event, version, root="$.event")
+            except InvalidEvent as e:
+                raise _DeadLetterError(_invalid_reason(e), str(e)) from e
+        except _DeadLetterError as e:
+            return e
+        if event.type == "m.room.create" and event.state_key == "":
+            self._batch_versions.setdefault(event.room_id, version)
+        return Decoded(item, event, version)
+
     # ---------------------------------------------------------------- one event
 
     def _handle(
         self,
         batch: Batch,
-        message: InputMessage,
+        decoded: Decoded,
         touched: dict[RoomNID, RoomState],
         result: BatchResult,
     ) -> Outcome:
-        # Step 1: decode and validate for the room version; compute the event ID.
-        try:
-            item = decode_input(message.value)
-        except SchemaError as e:
-            raise _DeadLetterError(DeadLetterReason.MALFORMED, str(e)) from e
-        version, room = self._room_version(batch, item)
-        try:
-            event = decode_pdu(item.event, version)
-        except InvalidEvent as e:
-            raise _DeadLetterError(_invalid_reason(e), str(e)) from e
-
-        self._event_id = event.event_id
+        item, event, version = decoded.item, decoded.event, decoded.version
         if self._cache.event_nid(batch, event.event_id) is not None:
             return Outcome.DUPLICATE
 
+        room = self._cache.room(batch, event.room_id)
         if room is None:
             room = self._create_room(batch, event, item, version)
-        if room.record.room_id != event.room_id:
+        elif room.version is not version:
             raise _DeadLetterError(
-                DeadLetterReason.INVALID_EVENT, f"event {event.event_id} is for another room"
+                DeadLetterReason.INVALID_EVENT,
+                f"event {event.event_id} claims room version {version.id} but room "
+                f"{event.room_id} is version {room.version.id}",
             )
         touched[room.record.room_nid] = room
         key = self._state_key_tuple(batch, event)
@@ -278,9 +309,7 @@ class InputHandler:
 
     # ---------------------------------------------------------------- steps
 
-    def _room_version(
-        self, batch: Batch, item: InputRoomEvent
-    ) -> tuple[RoomVersion, RoomState | None]:
+    def _room_version(self, batch: Batch, item: InputRoomEvent) -> RoomVersion:
         try:
             peek = _peek_decoder.decode(item.event)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -290,26 +319,26 @@ class InputHandler:
             # Room versions: a create event without `room_version` creates a v1 room.
             version_id = content.get("room_version", "1")
             try:
-                version = room_version(version_id)
+                return room_version(version_id)
             except InvalidEvent as e:
                 raise _DeadLetterError(DeadLetterReason.UNKNOWN_ROOM_VERSION, str(e)) from e
-            if isinstance(peek.room_id, str):
-                existing = self._cache.room(batch, peek.room_id)
-                if existing is not None:
-                    return existing.version, existing
-            return version, None
         if not isinstance(peek.room_id, str):
-            raise _DeadLetterError(DeadLetterReason.INVALID_EVENT, "event has no room_id")
+            raise _DeadLetterError(
+                DeadLetterReason.INVALID_EVENT, "Expected `str` - at `$.event.room_id`"
+            )
         room = self._cache.room(batch, peek.room_id)
         if room is not None:
-            return room.version, room
+            return room.version
+        created = self._batch_versions.get(peek.room_id)
+        if created is not None:
+            return created
         if item.room_version is None:
             raise _DeadLetterError(
                 DeadLetterReason.UNKNOWN_ROOM,
                 f"room {peek.room_id} is not known and the input names no room_version",
             )
         try:
-            return room_version(item.room_version), None
+            return room_version(item.room_version)
         except InvalidEvent as e:
             raise _DeadLetterError(DeadLetterReason.UNKNOWN_ROOM_VERSION, str(e)) from e
 
@@ -417,13 +446,18 @@ class InputHandler:
     def _resolve(
         self, batch: Batch, room: RoomState, states: Sequence[StateAt], result: BatchResult
     ) -> StateAt:
-        distinct = {id(s.entries): s for s in states}
+        distinct = frozenset({id(s.entries): s for s in states}.values())
         if len(distinct) == 1:
             return states[0]
+        # The same states resolve to the same state: a message on one branch of a fork
+        # leaves the extremities' states as they were.
+        cached = self._cache.resolved(distinct)
+        if cached is not None:
+            return cached
         result.state_resolutions += 1
         started = time.perf_counter()
         source = self._cache.event_source(batch, room)
-        state_sets = [s.entries for s in distinct.values()]
+        state_sets = [s.entries for s in distinct]
         try:
             source.ensure_indexed({nid for entries in state_sets for nid in entries.values()})
             resolved = resolve_state(room.version, state_sets, source)
@@ -431,7 +465,9 @@ class InputHandler:
             raise _DeadLetterError(DeadLetterReason.MISSING_STATE_EVENTS, str(e)) from e
         finally:
             result.state_resolution_seconds += time.perf_counter() - started
-        return StateAt(resolved)
+        state = StateAt(resolved)
+        self._cache.remember_resolved(distinct, state)
+        return state
 
     def _auth_state(
         self,
@@ -539,12 +575,14 @@ class InputHandler:
         if target is None:
             # Not here yet: applied when the target arrives (see _apply_pending_redactions).
             batch.insert_redaction(redaction.nid, target_id, False)
+            self._cache.add_pending_redaction(
+                RedactionRecord(redaction.nid, target_id, validated=False)
+            )
             return
         self._apply_redaction(batch, room, redaction, target, state_before)
 
     def _apply_pending_redactions(self, batch: Batch, room: RoomState, loaded: LoadedEvent) -> None:
-        pending = batch.select_pending_redactions([loaded.event_id]).get(loaded.event_id, [])
-        for record in pending:
+        for record in self._cache.pending_redactions(loaded.event_id):
             redaction_nid = record.redaction_event_nid
             redaction = self._cache.load(batch, room, [redaction_nid])[redaction_nid]
             if redaction.rejected or redaction.room_nid != room.record.room_nid:
