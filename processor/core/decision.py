@@ -116,6 +116,23 @@ def state_delta(
     return removed, added
 
 
+def state_delta_of_changes(
+    old: Mapping[StateKeyTuple, EventNID], changes: Mapping[StateKeyTuple, EventNID]
+) -> tuple[dict[StateKeyTuple, EventNID], dict[StateKeyTuple, EventNID]]:
+    """(removed, added) from `old` to `old` with `changes` applied, without comparing the
+    whole state."""
+    removed: dict[StateKeyTuple, EventNID] = {}
+    added: dict[StateKeyTuple, EventNID] = {}
+    for key, nid in changes.items():
+        before = old.get(key)
+        if before == nid:
+            continue
+        if before is not None:
+            removed[key] = before
+        added[key] = nid
+    return removed, added
+
+
 def redaction_is_valid(
     redaction: Event,
     target_sender: str,
@@ -174,4 +191,5 @@ __all__ = [
     "redaction_is_valid",
     "state_after",
     "state_delta",
+    "state_delta_of_changes",
 ]

@@ -280,7 +280,17 @@ class InputHandler:
                  for n in extremities],
                 result,
             )
-        removed, added = decision.state_delta(old_current.entries, new_current.entries)
+        if (
+            new_current.changes is not None
+            and new_current.base is not None
+            and new_current.base.entries is old_current.entries
+        ):
+            # The common case: the new current state is the old one plus this event.
+            removed, added = decision.state_delta_of_changes(
+                old_current.entries, new_current.changes
+            )
+        else:
+            removed, added = decision.state_delta(old_current.entries, new_current.entries)
         room.forward_extremities = extremities
         room.set_current(batch, new_current)
         self._update_memberships(batch, room, added)
