@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 
 from processor.config import Settings
 from processor.core.decision import Outcome
-from processor.metrics import Health, Metrics, serve_metrics
+from processor.metrics import Health, Metrics, serve_metrics, watch_lag
 from processor.pipeline.caches import RoomCache
 from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
 from processor.pipeline.outputs import OutputBuilder
@@ -53,13 +53,17 @@ class PartitionWorker:
     max_message_bytes: int
     cache: RoomCache = field(default_factory=RoomCache)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: False (a rebuild with no output topic): outputs and dead letters are built, so stream
+    #: positions advance as in the original run, but never written to the outbox.
+    outputs_enabled: bool = True
 
     def __post_init__(self) -> None:
-        self.handler = InputHandler(
-            self.settings.server_name,
-            self.cache,
-            OutputBuilder(self.partition, self.max_message_bytes),
+        self.outputs = OutputBuilder(
+            self.partition,
+            self.max_message_bytes,
+            sink="outbox" if self.outputs_enabled else "memory",
         )
+        self.handler = InputHandler(self.settings.server_name, self.cache, self.outputs)
 
     def process(self, messages: list[InputMessage]) -> BatchResult | None:
         """One transaction: the batch's effects, its outputs and the next input offset."""
@@ -70,6 +74,7 @@ class PartitionWorker:
                 if not messages:
                     return None
                 result = self.handler.handle_batch(batch, messages)
+                self.outputs.discard()  # memory sink only: nothing to publish
                 if not batch.claim_input_offset(
                     self.topic, self.partition, expected, messages[-1].offset + 1
                 ):
@@ -146,8 +151,10 @@ class RoomserverService:
                 on_relayed=self._relayed_counter(p),
             )
             worker = PartitionWorker(
-                self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes
+                self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes,
+                outputs_enabled=self._output_enabled,
             )
+            self._positions[p] = offsets[p]
             self._consumer.seek(TopicPartition(self.settings.input_topic, p), offsets[p])
             self.workers[p] = worker
             fresh.append(worker)
@@ -158,6 +165,8 @@ class RoomserverService:
                     assert self._tail_reader is not None
                     await worker.relay.recover(self._tail_reader)
                     await worker.relay.run_once()
+                    # Rows relayed or forgotten here were committed by an earlier owner.
+                    self.metrics.outbox_backlog.labels(str(worker.partition)).set(0)
 
     def _stored_offsets(self, store: Store, partitions: list[int]) -> dict[int, int]:
         with store.batch() as batch:
@@ -229,20 +238,28 @@ class RoomserverService:
                 "partition %d: %d inputs dead-lettered", partition, len(result.dead_letters)
             )
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        total = 0
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await consumer.position(tp)
-            except KafkaError:
-                continue
-            lag = max(0, highwater - position)
-            total += lag
-            self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)
-        self.health.lag = total
+    async def _watch_lag(self) -> None:
+        """Lag = the broker's end offsets minus the offsets processed, measured with a
+        client of its own so that a hung consumer or worker still shows (`watch_lag`)."""
+        reader = AIOKafkaConsumer(
+            enable_auto_commit=False, isolation_level="read_committed",
+            **self._client_options(),
+        )
+        await reader.start()
+
+        async def end_offsets(partitions: list[int]) -> dict[int, int]:
+            tps = [TopicPartition(self.settings.input_topic, p) for p in partitions]
+            return {tp.partition: end for tp, end in (await reader.end_offsets(tps)).items()}
+
+        try:
+            await watch_lag(
+                self.metrics,
+                self.health,
+                end_offsets,
+                lambda: {p: self._positions.get(p, 0) for p in self.workers},
+            )
+        finally:
+            await reader.stop()
 
     def _client_options(self) -> dict[str, object]:
         return kafka_client_options(self.settings)
@@ -292,6 +309,7 @@ class RoomserverService:
             server = await serve_metrics(
                 self.settings.metrics_port, self.metrics, self.health.report
             )
+        lag_watch = asyncio.create_task(self._watch_lag())
         try:
             last_lag = 0.0
             while not self._stop.is_set() and not self._reached_stop_offsets():
@@ -324,7 +342,7 @@ class RoomserverService:
                 now = time.monotonic()
                 if now - last_lag > 1.0:
                     last_lag = now
-                    await self._update_lag(consumer)
+                    # The lag itself is measured by `watch_lag`, beside this loop.
                     if self.health.stalled():
                         # aiokafka consumers can hang after a broker restart: recreate it.
                         log.warning("consumer stalled with lag %d; restarting it", self.health.lag)
@@ -334,6 +352,8 @@ class RoomserverService:
                         consumer = await self._start_consumer()
                         self.health.progressed()
         finally:
+            lag_watch.cancel()
+            await asyncio.gather(lag_watch, return_exceptions=True)
             await self.release(list(self.workers))
             await consumer.stop()
             await self._tail_reader.stop()
