@@ -226,9 +226,18 @@ class InputHandler:
             return Outcome.REJECTED if rejected else Outcome.OUTLIER
 
         # Step 4: the state before the event.
-        prev_events = self._require(
-            batch, room, event.prev_event_ids, DeadLetterReason.MISSING_PREV_EVENTS, "prev"
-        )
+        if item.has_state:
+            # A join over federation: the state is supplied, and the prev events (the
+            # resident server's extremities) are usually not stored here; keep those that are.
+            found = self._cache.load_by_id(batch, room, event.prev_event_ids)
+            prev_events = [
+                found[i] for i in event.prev_event_ids
+                if i in found and found[i].room_nid == room.record.room_nid
+            ]
+        else:
+            prev_events = self._require(
+                batch, room, event.prev_event_ids, DeadLetterReason.MISSING_PREV_EVENTS, "prev"
+            )
         state_before = self._state_before(batch, room, event, item, prev_events, result)
 
         # Step 2b: auth against the state before the event.
