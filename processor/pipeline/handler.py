@@ -211,13 +211,19 @@ class InputHandler:
         auth_events = self._require(
             batch, room, event.auth_event_ids, DeadLetterReason.MISSING_AUTH_EVENTS, "auth"
         )
+        implied_create = self._implied_create_event(batch, room, event)
         rejected = decision.check_against_auth_events(
             event,
             [e.event for e in auth_events],
             [e.event_id for e in auth_events if e.rejected],
             version,
-            self._implied_create_event(batch, room, event),
+            implied_create.event if implied_create is not None else None,
         )
+        # What step 2a checked against, by key: steps 2b and 2c give the same answer when
+        # the state hands them the same events, so they run only when it does not.
+        checked = {e.event.state_tuple: e.nid for e in auth_events if e.event.state_tuple}
+        if implied_create is not None:
+            checked[("m.room.create", "")] = implied_create.nid
 
         if item.kind == "outlier":
             self._store(
@@ -242,17 +248,21 @@ class InputHandler:
 
         # Step 2b: auth against the state before the event.
         if rejected is None:
-            rejected = decision.check_against_state(
-                event, self._auth_state(batch, room, event, state_before.entries), version
-            )
+            before_nids = self._auth_nids(batch, room, event, state_before.entries)
+            if before_nids != checked:
+                rejected = decision.check_against_state(
+                    event, self._auth_events(batch, room, before_nids), version
+                )
+            checked = before_nids
         # Step 2c: soft fail against the current state (new events only; a state-rewriting
         # join is checked against the state it brings).
         soft_failed: str | None = None
         if rejected is None and item.kind == "new" and not item.has_state:
             current = room.current_state(batch).entries
-            if current is not state_before.entries:
+            current_nids = self._auth_nids(batch, room, event, current)
+            if current is not state_before.entries and current_nids != checked:
                 soft_failed = decision.check_against_state(
-                    event, self._auth_state(batch, room, event, current), version
+                    event, self._auth_events(batch, room, current_nids), version
                 )
 
         loaded = self._store(
@@ -262,7 +272,10 @@ class InputHandler:
         if rejected is not None:
             log.debug("rejected %s: %s", event.event_id, rejected)
             return Outcome.REJECTED
-        self._apply_pending_redactions(batch, room, loaded)
+        if self._cache.pending_redactions(loaded.event_id):
+            self._apply_pending_redactions(batch, room, loaded)
+            # Once redacted, the redacted form is what is served, its own output included.
+            loaded = self._cache.load(batch, room, [loaded.nid])[loaded.nid]
         if item.kind == "old":
             self._outputs.old_room_event(room, loaded, self._history_visibility(batch, room))
             return Outcome.ACCEPTED
@@ -378,7 +391,7 @@ class InputHandler:
 
     def _implied_create_event(
         self, batch: Batch, room: RoomState, event: Event
-    ) -> Event | None:
+    ) -> LoadedEvent | None:
         """v12 (MSC4291): the create event is implied by the room ID, never listed in
         auth_events; its ID is the room ID with `$` for `!`."""
         if not room.version.create_event_implicit_in_auth_events or event.type == (
@@ -392,7 +405,7 @@ class InputHandler:
                 DeadLetterReason.MISSING_AUTH_EVENTS,
                 f"auth events not stored: {create_id} (the room's create event)",
             )
-        return create.event
+        return create
 
     def _state_key_tuple(self, batch: Batch, event: Event) -> StateKeyTuple | None:
         if event.state_key is None:
@@ -488,6 +501,27 @@ class InputHandler:
         self._cache.remember_resolved(distinct, state)
         return state
 
+    def _auth_nids(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event: Event,
+        state: Mapping[StateKeyTuple, EventNID],
+    ) -> dict[tuple[str, str], EventNID]:
+        """The events of `state` the auth rules read for `event`, by key."""
+        keys = decision.auth_keys(event, room.version)
+        return decision.StateLookup(
+            state,
+            lambda t: self._cache.type_nid(batch, t),
+            lambda k: self._cache.state_key_nid(batch, k),
+        ).nids_for(keys)
+
+    def _auth_events(
+        self, batch: Batch, room: RoomState, nids: Mapping[tuple[str, str], EventNID]
+    ) -> dict[tuple[str, str], Event]:
+        loaded = self._cache.load(batch, room, nids.values())
+        return {k: loaded[nid].event for k, nid in nids.items()}
+
     def _auth_state(
         self,
         batch: Batch,
@@ -495,14 +529,7 @@ class InputHandler:
         event: Event,
         state: Mapping[StateKeyTuple, EventNID],
     ) -> dict[tuple[str, str], Event]:
-        keys = decision.auth_keys(event, room.version)
-        nids = decision.StateLookup(
-            state,
-            lambda t: self._cache.type_nid(batch, t),
-            lambda k: self._cache.state_key_nid(batch, k),
-        ).nids_for(keys)
-        loaded = self._cache.load(batch, room, nids.values())
-        return {k: loaded[nid].event for k, nid in nids.items()}
+        return self._auth_events(batch, room, self._auth_nids(batch, room, event, state))
 
     def _store(
         self,
