@@ -1,4 +1,11 @@
-"""The Kafka commands: `run`, `produce`, `tail` and `rebuild`."""
+"""The Kafka commands: `run`, `produce`, `tail` and `rebuild`.
+
+- `run`: the service until SIGTERM/SIGINT (see `service`).
+- `produce`: JSON-lines InputRoomEvents to the input topic, keyed by room ID, as a producer
+  service would (the demo and the benchmark use it).
+- `tail`: output events as JSON lines.
+- `rebuild`: replay the input topic from offset 0 into an empty database, then stop.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,21 @@ import dataclasses
 import signal
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from typing import IO
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.config import Settings
+from processor.core.decision import Outcome
 from processor.errors import ConfigError
+from processor.storage import open_store
 from processor.stream.kafka_settings import kafka_client_options
 from processor.stream.service import RoomserverService
+from processor.stream.topics import TopicLayout, ensure_topics
 
 
 class _RoomKey(msgspec.Struct):
@@ -63,7 +76,23 @@ async def run(settings: Settings) -> int:
     return 0
 
 
+async def create_topics(settings: Settings) -> TopicLayout:
+    """Create the service's topics when missing and check them, as `run` does."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await admin.start()
+    try:
+        return await ensure_topics(admin, settings)
+    finally:
+        await admin.close()
+
+
 async def produce(settings: Settings, stream: IO[bytes]) -> int:
+    """Publish the JSON lines of `stream` to the input topic; returns how many.
+
+    The topics are created first when missing (with the configuration `run` checks), so a
+    producer started before the service does not wait for a topic that never comes.
+    """
+    await create_topics(settings)
     producer = AIOKafkaProducer(
         enable_idempotence=True,
         linger_ms=5,
@@ -113,57 +142,160 @@ async def tail(settings: Settings, from_beginning: bool, limit: int) -> int:
     return 0
 
 
-async def rebuild(settings: Settings, output_topic: str | None) -> int:
-    """Replays the input topic from 0 into an empty database, then stops."""
+async def input_end_offsets(settings: Settings) -> dict[int, int]:
+    """The input topic's end offsets per partition, now (`ConfigError` if it is missing)."""
     options = kafka_client_options(settings)
-    probe = AIOKafkaConsumer(enable_auto_commit=False, **options)
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([settings.input_topic])
+    finally:
+        await admin.close()
+    if described.get("error_code", 0) != 0 or not described.get("partitions"):
+        raise ConfigError(f"input topic {settings.input_topic} does not exist")
+    tps = [
+        TopicPartition(settings.input_topic, p["partition"]) for p in described["partitions"]
+    ]
+    probe = AIOKafkaConsumer(
+        enable_auto_commit=False, isolation_level="read_committed", **options
+    )
     await probe.start()
     try:
-        partitions = probe.partitions_for_topic(settings.input_topic)
-        if not partitions:
-            await probe.topics()
-            partitions = probe.partitions_for_topic(settings.input_topic)
-        if not partitions:
-            raise ConfigError(f"input topic {settings.input_topic} does not exist")
-        tps = [TopicPartition(settings.input_topic, p) for p in sorted(partitions)]
         ends = await probe.end_offsets(tps)
     finally:
         await probe.stop()
-    total = sum(ends.values())
+    return {tp.partition: end for tp, end in sorted(ends.items())}
+
+
+def check_empty_database(database_url: str, input_topic: str, partitions: list[int]) -> None:
+    """Raise `ConfigError` unless the database holds no input offsets for `input_topic`.
+
+    A rebuild replays from offset 0; into a database that already processed some of the
+    topic it would resume half way instead (offsets are sought from the database).
+    """
+    store = open_store(database_url)
+    try:
+        store.migrate()
+        with store.batch() as batch:
+            used = {
+                p: offset
+                for p in partitions
+                if (offset := batch.select_input_offset(input_topic, p))
+            }
+    finally:
+        store.close()
+    if used:
+        raise ConfigError(
+            f"database {_redacted_url(database_url)} is not empty: it has processed "
+            f"{input_topic} up to offsets {used}; rebuild into a new, empty database"
+        )
+
+
+def _redacted_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if sep and at and ":" in userinfo:
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildSummary:
+    events: int
+    dead_letters: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def rebuild_database(
+    settings: Settings,
+    output_topic: str | None,
+    *,
+    dead_letter_topic: str | None = None,
+    progress: bool | None = None,
+) -> RebuildSummary:
+    """Replay the input topic from offset 0 into the empty database `settings.database_url`.
+
+    Stops once every partition has reached the end offset it had when the rebuild started.
+    Uses a consumer group of its own, so the running service is not disturbed. With
+    `output_topic`, outputs are published there and dead letters to `dead_letter_topic`
+    (default `<output_topic>.dlq`): never to the live topics, which already hold them. With
+    none, nothing is published (stream positions still advance exactly as in the original
+    run). `progress`: a progress bar with ETA on standard error (default: when it is a TTY).
+    """
+    if output_topic in (settings.input_topic, settings.output_topic):
+        raise ConfigError(
+            f"rebuild output topic {output_topic} is a live topic of the service: choose a "
+            "new one (or none), or every output would appear twice"
+        )
+    ends = await input_end_offsets(settings)
+    await asyncio.to_thread(
+        check_empty_database, settings.database_url, settings.input_topic, sorted(ends)
+    )
     if output_topic:
-        settings = dataclasses.replace(settings, output_topic=output_topic)
+        settings = dataclasses.replace(
+            settings,
+            output_topic=output_topic,
+            dead_letter_topic=dead_letter_topic or f"{output_topic}.dlq",
+        )
     service = RoomserverService(
         settings,
-        group_id=f"{settings.consumer_group}.rebuild.{int(time.time())}",
+        group_id=f"{settings.consumer_group}.rebuild.{uuid.uuid4().hex[:12]}",
         output_enabled=output_topic is not None,
-        stop_at={tp.partition: end for tp, end in ends.items()},
+        stop_at=ends,
     )
+    total = sum(ends.values())
+    show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
-    progress_task = asyncio.create_task(_report(service, total, started))
+    reporter = asyncio.create_task(_show_progress(service, total)) if show else None
     try:
         await service.run()
     finally:
-        progress_task.cancel()
-    seconds = time.perf_counter() - started
+        if reporter is not None:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+    dead = service.metrics.registry.get_sample_value(
+        "roomserver_events_total", {"outcome": Outcome.DEAD_LETTERED.value}
+    )
+    return RebuildSummary(service.processed, int(dead or 0), time.perf_counter() - started)
+
+
+async def rebuild(
+    settings: Settings, output_topic: str | None, dead_letter_topic: str | None = None
+) -> int:
+    """`roomserver rebuild`: see `rebuild_database`."""
+    summary = await rebuild_database(settings, output_topic, dead_letter_topic=dead_letter_topic)
     print(
-        f"rebuilt {service.processed} input events in {seconds:.1f} s "
-        f"({service.processed / seconds if seconds else 0:,.0f} events/s)",
+        f"rebuilt {summary.events} input events in {summary.seconds:.1f} s "
+        f"({summary.events_per_second:,.0f} events/s; {summary.dead_letters} dead-lettered)",
         file=sys.stderr,
     )
     return 0
 
 
-async def _report(service: RoomserverService, total: int, started: float) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+async def _show_progress(service: RoomserverService, total: int) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         TextColumn("rebuild"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
         TimeRemainingColumn(),
-        disable=not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task("rebuild", total=total)
-        while True:
-            progress.update(task, completed=service.processed)
-            await asyncio.sleep(0.5)
+        transient=False,
+    ) as bar:
+        task = bar.add_task("rebuild", total=total)
+        while True:  # a display refresh until cancelled, not synchronisation
+            bar.update(task, completed=service.processed)
+            await asyncio.sleep(0.25)

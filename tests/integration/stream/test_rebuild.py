@@ -1,0 +1,211 @@
+"""`roomserver rebuild` on the real broker and database (design §1: the input topic is the
+source of truth; replaying it from offset 0 into an empty database rebuilds the same state).
+
+A normal run processes generated traffic (every room version, forks, rejections, soft
+failures, one malformed record); a rebuild then replays the input topic into a second,
+empty database. The rebuilt database must hold the same state at every event of every room,
+and the outputs it publishes to a new topic must equal the original ones, room by room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from processor.config import Settings
+from processor.errors import ConfigError
+from processor.generate import generate
+from processor.generate.traffic import write_jsonl
+from processor.room_state import print_room_state
+from processor.storage import open_store
+from processor.stream import commands
+from processor.stream.service import RoomserverService
+from schemas.codecs import decode_dead_letter
+from tests.fixtures.kafka import NewTopicFactory
+from tests.fixtures.postgres import database_name, with_database
+from tests.integration.stream.topic_reader import outputs_by_room, read_topic
+
+MALFORMED = b'{"kind": "new", "event": not json'
+
+
+def _traffic() -> bytes:
+    text = io.StringIO()
+    write_jsonl(generate(rooms=8, events=1200, room_version="mixed", seed=21), text)
+    lines = text.getvalue().encode().splitlines()
+    lines.insert(600, MALFORMED)  # dead-lettered in the run and in the rebuild alike
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.fixture
+def second_database(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Another empty database, like `database_url`."""
+    name = database_name(request.node.name + "_rebuilt")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+            sql.Identifier(name)))
+    try:
+        yield with_database(postgres_url, name)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+async def _values(settings: Settings, topic: str) -> list[bytes]:
+    records = await read_topic(settings.kafka_bootstrap_servers, topic, settings.input_partitions)
+    return [r.value or b"" for r in records]
+
+
+def _state_at_every_event(database_url: str, room_ids: list[str]) -> dict[str, Any]:
+    store = open_store(database_url)
+    try:
+        return {
+            room_id: list(
+                print_room_state(store, room_id, at=None, before=False, all_events=True)
+            )
+            for room_id in room_ids
+        }
+    finally:
+        store.close()
+
+
+async def test_rebuild_reaches_the_same_state_and_outputs(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    second_database: str,
+    new_topic: NewTopicFactory,
+) -> None:
+    prefix = new_topic(1)  # a unique name; the service creates its topics from it
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        input_topic=f"{prefix}.input",
+        output_topic=f"{prefix}.output",
+        dead_letter_topic=f"{prefix}.dlq",
+        input_partitions=3,
+        consumer_group=f"{prefix}.group",
+        database_url=database_url,
+        batch_size=100,
+    )
+    data = _traffic()
+    produced = await commands.produce(settings, io.BytesIO(data))
+    assert produced == 1201
+
+    # The original run, until it has processed everything produced (and relayed it all).
+    ends = await commands.input_end_offsets(settings)
+    assert sum(ends.values()) == 1201
+    await RoomserverService(settings, stop_at=ends).run()
+    original = outputs_by_room(
+        await _values(settings, settings.output_topic)
+    )
+    assert len(original) == 8
+    (original_dead,) = map(
+        decode_dead_letter, await _values(settings, settings.dead_letter_topic)
+    )
+
+    # The rebuild, into an empty database, publishing to a new topic.
+    rebuilt_topic = f"{prefix}.rebuilt"
+    summary = await commands.rebuild_database(
+        dataclasses.replace(settings, database_url=second_database), rebuilt_topic
+    )
+    assert summary.events == 1201
+    assert summary.dead_letters == 1
+    rebuilt = outputs_by_room(
+        await _values(settings, rebuilt_topic)
+    )
+    assert rebuilt == original
+    # The rebuild's dead letters go beside its outputs, never into the live DLQ again.
+    (rebuilt_dead,) = map(decode_dead_letter, await _values(settings, f"{rebuilt_topic}.dlq"))
+    assert rebuilt_dead == original_dead
+    assert rebuilt_dead.original_bytes() == MALFORMED
+    assert len(await _values(settings, settings.dead_letter_topic)) == 1
+
+    room_ids = sorted(original)
+    expected = _state_at_every_event(database_url, room_ids)
+    assert sum(len(lines) for lines in expected.values()) == 1200
+    assert _state_at_every_event(second_database, room_ids) == expected
+
+
+async def test_rebuild_without_output_topic_publishes_nothing(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    second_database: str,
+    new_topic: NewTopicFactory,
+) -> None:
+    prefix = new_topic(1)
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        input_topic=f"{prefix}.input",
+        output_topic=f"{prefix}.output",
+        dead_letter_topic=f"{prefix}.dlq",
+        input_partitions=2,
+        consumer_group=f"{prefix}.group",
+        database_url=database_url,
+        batch_size=50,
+    )
+    text = io.StringIO()
+    write_jsonl(generate(rooms=3, events=300, room_version="10", seed=4), text)
+    await commands.produce(settings, io.BytesIO(text.getvalue().encode()))
+    ends = await commands.input_end_offsets(settings)
+    await RoomserverService(settings, stop_at=ends).run()
+    outputs = await _values(settings, settings.output_topic)
+
+    summary = await commands.rebuild_database(
+        dataclasses.replace(settings, database_url=second_database), None
+    )
+    assert summary.events == 300
+    # Nothing new on the live topics, nothing left in the rebuilt database's outbox.
+    assert await _values(settings, settings.output_topic) == outputs
+    assert await _values(settings, settings.dead_letter_topic) == []
+    store = open_store(second_database)
+    try:
+        with store.batch() as batch:
+            assert all(batch.select_outbox(p, 10) == [] for p in ends)
+    finally:
+        store.close()
+    room_ids = sorted(outputs_by_room(outputs))
+    assert _state_at_every_event(second_database, room_ids) == _state_at_every_event(
+        database_url, room_ids
+    )
+
+
+async def test_rebuild_refuses_a_database_that_is_not_empty(
+    kafka_bootstrap_servers: str, database_url: str, new_topic: NewTopicFactory
+) -> None:
+    prefix = new_topic(1)
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        input_topic=f"{prefix}.input",
+        output_topic=f"{prefix}.output",
+        dead_letter_topic=f"{prefix}.dlq",
+        input_partitions=1,
+        consumer_group=f"{prefix}.group",
+        database_url=database_url,
+    )
+    text = io.StringIO()
+    write_jsonl(generate(rooms=1, events=20, room_version="10", seed=1), text)
+    await commands.produce(settings, io.BytesIO(text.getvalue().encode()))
+    await RoomserverService(settings, stop_at=await commands.input_end_offsets(settings)).run()
+
+    with pytest.raises(ConfigError, match=r"is not empty: it has processed .* up to offsets"):
+        await commands.rebuild_database(settings, f"{prefix}.rebuilt")
+    with pytest.raises(ConfigError, match="is a live topic"):
+        await commands.rebuild_database(settings, settings.output_topic)
+
+
+def test_rebuild_of_a_missing_topic_is_a_configuration_error(
+    kafka_bootstrap_servers: str, database_url: str, new_topic: NewTopicFactory
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        input_topic=f"{new_topic(1)}.missing",
+        database_url=database_url,
+    )
+    with pytest.raises(ConfigError, match="does not exist"):
+        asyncio.run(commands.rebuild_database(settings, None))

@@ -1,0 +1,57 @@
+"""Test helpers: read a whole topic (up to its end offsets now), group outputs by room.
+
+Reading "up to the end offsets seen at the start" needs no timeout as synchronisation: the
+reader stops when every partition's position has reached its end offset.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, partitions: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic` (which has `partitions` partitions), partition by
+    partition in offset order."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        # Not only a seek: a seek_to_beginning after assign() races with the position
+        # reset assign() starts, which would otherwise use the default, "latest".
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, got in batch.items():
+                records.extend(r for r in got if r.offset < ends[tp])
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def outputs_by_room(payloads: list[bytes]) -> dict[str, list[dict[str, Any]]]:
+    """Decoded output messages per room, in topic order."""
+    rooms: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for payload in payloads:
+        message = msgspec.json.decode(payload)
+        rooms[message["room_id"]].append(message)
+    return dict(rooms)
