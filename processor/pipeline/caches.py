@@ -130,9 +130,15 @@ class RoomState:
             self._current = self._cache.load_state(batch, self.current_snapshot_nid)
         return self._current
 
-    def set_current(self, batch: Batch, state: StateAt) -> None:
-        self.current_snapshot_nid = self._cache.snapshot_for(batch, self, state)
+    def set_current(self, state: StateAt) -> None:
+        """The new current state; stored as a snapshot once per batch (`store_current`),
+        since most current states are superseded within the batch."""
         self._current = state
+
+    def store_current(self, batch: Batch) -> StateSnapshotNID:
+        if self._current is not None:
+            self.current_snapshot_nid = self._cache.snapshot_for(batch, self, self._current)
+        return self.current_snapshot_nid
 
     def next_stream_position(self) -> int:
         self.stream_position += 1

@@ -159,7 +159,7 @@ class InputHandler:
             batch.update_room(
                 room.record.room_nid,
                 forward_extremities=room.forward_extremities,
-                current_snapshot_nid=room.current_snapshot_nid,
+                current_snapshot_nid=room.store_current(batch),
                 last_stream_position=room.stream_position,
             )
         return result
@@ -314,7 +314,7 @@ class InputHandler:
         else:
             removed, added = decision.state_delta(old_current.entries, new_current.entries)
         room.forward_extremities = extremities
-        room.set_current(batch, new_current)
+        room.set_current(new_current)
         self._update_memberships(batch, room, added)
 
         # Step 6: outputs.
@@ -661,10 +661,12 @@ class InputHandler:
 
 def _invalid_reason(error: InvalidEvent) -> DeadLetterReason:
     from processor.errors import UnknownRoomVersion
+    from schemas.errors import EventTooLarge
 
     if isinstance(error, UnknownRoomVersion):
         return DeadLetterReason.UNKNOWN_ROOM_VERSION
-    if "65536" in str(error) or "too large" in str(error) or "exceeds" in str(error):
+    if isinstance(error, EventTooLarge):
+        # Over 65,536 bytes, or an identifier over 255 bytes ("Size limits").
         return DeadLetterReason.OVERSIZED_EVENT
     return DeadLetterReason.INVALID_EVENT
 
