@@ -113,7 +113,7 @@ class RoomBuilder:
         auth_ids = list(
             self.auth_for(sender, event_type, state_key, content) if auth is None else auth
         )
-        depth = max((self.depths[p] for p in prev_ids), default=0) + 1
+        depth = max((self.depths.get(p, 0) for p in prev_ids), default=0) + 1
         self._count += 1
         self._ts += 1000
         origin = sender.partition(":")[2]
