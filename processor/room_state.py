@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from processor.core.nids import EventNID, StateSnapshotNID
+from processor.core.nids import StateSnapshotNID
 from processor.errors import ConfigError
 from processor.storage.base import Batch, EventRecord, Store
 
@@ -55,5 +55,3 @@ def print_room_state(
             batch, room_id, found, found.state_snapshot_nid, None if before else found
         )
 
-
-_unused = (EventNID,)

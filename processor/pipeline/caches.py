@@ -432,10 +432,6 @@ class RoomCache:
         self._after.put(event.nid, after)
         return after
 
-    def remember_state_before(self, event: LoadedEvent, state: StateAt) -> None:
-        if state.snapshot_nid:
-            self._states.put(state.snapshot_nid, state)
-
     def resolved(self, states: frozenset[StateAt]) -> StateAt | None:
         return self._resolved.get(states)
 
@@ -513,4 +509,3 @@ def _state_res_event(e: LoadedEvent) -> StateResEvent:
 
 
 __all__ = ["LRU", "BatchEventSource", "LoadedEvent", "RoomCache", "RoomState", "StateAt"]
-_unused = (room_version,)
