@@ -10,6 +10,11 @@ into `parts` messages with the same `stream_position`: part 1 carries the event 
 other field; each part carries a slice of `adds_state_event_ids` and
 `removes_state_event_ids`. A consumer collects parts 1..parts, then applies all removes and
 all adds.
+
+Sizes are measured, not estimated: the fixed part of a message (every field but the two ID
+lists) is encoded once, each event ID's encoded size is counted, and
+`KAFKA_RECORD_OVERHEAD_BYTES` is kept free for what Kafka adds around the value (key,
+headers, record and batch framing), which `max.message.bytes` also counts.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from processor.core.nids import EventNID, StateKeyTuple
+from processor.errors import ConfigError
 from schemas.dead_letter import DeadLetterReason
 
 if TYPE_CHECKING:
@@ -29,8 +35,19 @@ if TYPE_CHECKING:
     from schemas.input import InputRoomEvent
 
 _encode = msgspec.json.Encoder().encode
-#: Room for the envelope of each part (field names, the event of part 1 is counted apart).
-_ENVELOPE_BYTES = 2048
+
+#: Kept free below the topic's max.message.bytes for the record around the value: the key
+#: (a room ID, at most 255 bytes), the `room_id` and type headers, and the record batch
+#: framing (61 bytes of batch header plus per-record varints).
+KAFKA_RECORD_OVERHEAD_BYTES = 1024
+#: The largest `part`/`parts` numbers a size is measured with (a split never has more).
+_MAX_PARTS = 999_999
+
+
+class OutputTooLarge(ConfigError):
+    """An output that cannot be split to fit: its unsplittable fields alone (the event,
+    `latest_event_ids`, `transaction_id`...) exceed the limit. With Kafka's default 1 MB
+    only a misconfigured, tiny `max.message.bytes` gets here."""
 
 
 class OutputBuilder:
@@ -102,8 +119,8 @@ class OutputBuilder:
             "event": msgspec.Raw(event.json),
             "room_version": room.version.id,
             "latest_event_ids": [event_ids[nid] for nid in latest],
-            "adds_state_event_ids": adds,
-            "removes_state_event_ids": removes,
+            "adds_state_event_ids": [],
+            "removes_state_event_ids": [],
             "last_sent_event_id": last_sent_event_id,
             "rewrites_state": rewrites_state,
             "history_visibility": history_visibility,
@@ -112,13 +129,31 @@ class OutputBuilder:
             "part": 1,
             "parts": 1,
         }
-        ids_bytes = sum(len(i) + 3 for i in adds) + sum(len(i) + 3 for i in removes)
-        if len(event.json) + ids_bytes + _ENVELOPE_BYTES <= self._max:
+        limit = self._max - KAFKA_RECORD_OVERHEAD_BYTES
+        # The message with empty ID lists, and each ID as it is encoded in a list ("id",).
+        fixed = len(_encode(message))
+        removes_sizes = [len(_encode(i)) + 1 for i in removes]
+        adds_sizes = [len(_encode(i)) + 1 for i in adds]
+        message["adds_state_event_ids"] = adds
+        message["removes_state_event_ids"] = removes
+        if fixed + sum(removes_sizes) + sum(adds_sizes) <= limit:
             self._emit(room.record.room_id, position, "new_room_event", message)
             return
-        # Split the delta into parts that each fit (see the module docstring).
-        budget = max(1024, self._max - _ENVELOPE_BYTES - len(event.json))
-        chunks = _chunks(removes, adds, budget)
+        # Split the delta into parts that each fit (see the module docstring). Sized with
+        # the event in every part and the largest part numbers: a bound for every part.
+        sizing = dict(message, adds_state_event_ids=[], removes_state_event_ids=[],
+                      part=_MAX_PARTS, parts=_MAX_PARTS)
+        budget = limit - len(_encode(sizing))
+        longest = max(removes_sizes + adds_sizes, default=0)
+        if budget < max(longest, 1):
+            raise OutputTooLarge(
+                f"new_room_event for {event.event_id} in room {room.record.room_id}: "
+                f"{limit - budget} bytes without its state delta, over the output limit of "
+                f"{limit} bytes (max message bytes {self._max} minus "
+                f"{KAFKA_RECORD_OVERHEAD_BYTES} for the record): raise the output topic's "
+                "max.message.bytes"
+            )
+        chunks = _chunks(removes, removes_sizes, adds, adds_sizes, budget)
         for number, (chunk_removes, chunk_adds) in enumerate(chunks, start=1):
             part = dict(message)
             part["part"] = number
@@ -190,14 +225,19 @@ class OutputBuilder:
 
 
 def _chunks(
-    removes: list[str], adds: list[str], budget: int
+    removes: list[str],
+    removes_sizes: list[int],
+    adds: list[str],
+    adds_sizes: list[int],
+    budget: int,
 ) -> list[tuple[list[str], list[str]]]:
+    """The removes then the adds, cut into (removes, adds) slices of at most `budget`
+    encoded bytes each. Every ID fits a slice on its own (the caller checked)."""
     chunks: list[tuple[list[str], list[str]]] = []
     current: tuple[list[str], list[str]] = ([], [])
     used = 0
-    for index, ids in enumerate((removes, adds)):
-        for event_id in ids:
-            size = len(event_id) + 3
+    for index, (ids, sizes) in enumerate(((removes, removes_sizes), (adds, adds_sizes))):
+        for event_id, size in zip(ids, sizes, strict=True):
             if used + size > budget and (current[0] or current[1]):
                 chunks.append(current)
                 current = ([], [])
