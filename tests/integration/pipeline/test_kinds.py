@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from processor.storage.base import Store
 from schemas.output import NewRoomEvent, OldRoomEvent
 from tests.integration.pipeline.rooms import (
@@ -172,11 +170,6 @@ def test_old_event_gets_state_but_leaves_the_room_alone(store_at: StoreAt) -> No
     assert state_of(store, room.room_id)[("m.room.topic", "")] == missed.event_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handler bug: forward_extremities_after drops only the new event's own prev "
-    "events, so a tip whose child arrived as `old` stays an extremity",
-)
 def test_an_extremity_with_a_backfilled_child_is_no_longer_an_extremity(
     store_at: StoreAt,
 ) -> None:

@@ -148,15 +148,7 @@ def test_v3_plus_unauthorised_redaction_is_stored_but_not_applied(
     assert json.loads(bytes(_redacted_outputs(done)[0].redacted_because)) == allowed.pdu
 
 
-_STALE_PREFETCH = pytest.mark.xfail(
-    strict=True,
-    reason="caches bug: RoomCache.forget() drops the event from _events but load_by_id "
-    "falls back to the batch's prefetched (unredacted) record, so a second redaction in "
-    "the same batch redacts and announces again",
-)
-
-
-@pytest.mark.parametrize("batch_size", [1, pytest.param(100, marks=_STALE_PREFETCH)])
+@pytest.mark.parametrize("batch_size", [1, 100])
 @pytest.mark.parametrize("version", ["2", "10", "11"])
 def test_second_redaction_of_an_event_is_not_announced_again(
     store_at: StoreAt, version: str, batch_size: int
