@@ -12,6 +12,11 @@ prefix of the outbox in `seq` order. After a crash between "Kafka acknowledged" 
 deleted", the relay that takes the partition over reads the last record of both partitions,
 takes the larger `seq`, and deletes every row up to it: what Kafka already holds is never
 sent twice.
+
+That recovery runs inside the relay, before its first send and again after any failed send
+(Kafka may hold part of the failed run): no code path can publish a partition's outbox
+without it. Rows committed by this process after the takeover have larger `seq` values
+than anything an earlier owner wrote (one database sequence), so they are never forgotten.
 """
 
 from __future__ import annotations
@@ -61,6 +66,15 @@ def _runs(records: list[OutboxRecord]) -> list[list[OutboxRecord]]:
     return runs
 
 
+class TailUnreadable(Exception):
+    """The last record of an output partition could not be read: recovery cannot tell what
+    Kafka holds, so the relay sends nothing rather than guess."""
+
+
+#: Fetch attempts for the last record before giving up (`TailUnreadable`).
+TAIL_READ_ATTEMPTS = 20
+
+
 async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
     """The `seq` header of the last record in an output partition (0 when it is empty).
 
@@ -71,16 +85,40 @@ async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> in
     beginning = (await consumer.beginning_offsets([tp]))[tp]
     if end <= beginning:
         return 0
-    consumer.seek(tp, end - 1)
-    while True:
+    # assign() starts a position reset; a seek made before it finishes is overwritten (and
+    # with "latest" the read would find nothing and answer 0: everything sent twice).
+    await consumer.position(tp)
+    for _ in range(TAIL_READ_ATTEMPTS):
+        consumer.seek(tp, end - 1)
         batch = await consumer.getmany(tp, timeout_ms=1000)
         for record in batch.get(tp, []):
-            for key, value in record.headers or ():
-                if key == SEQ_HEADER and record.offset >= end - 1:
-                    return int(value)
-        position = await consumer.position(tp)
-        if position >= end:
-            return 0
+            if record.offset == end - 1:
+                for key, value in record.headers or ():
+                    if key == SEQ_HEADER:
+                        return int(value)
+                raise TailUnreadable(
+                    f"{tp.topic}[{tp.partition}] offset {record.offset} has no {SEQ_HEADER} "
+                    "header: another producer writes to the roomserver's output topic"
+                )
+    raise TailUnreadable(
+        f"{tp.topic}[{tp.partition}]: the record at offset {end - 1} was not returned "
+        f"in {TAIL_READ_ATTEMPTS} fetches"
+    )
+
+
+class TailReader:
+    """Reads the last `seq` of output partitions with one shared, unsubscribed consumer.
+
+    Reads are serialised: `last_relayed_seq` reassigns the consumer for each read.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._lock = asyncio.Lock()
+
+    async def last_seq(self, tp: TopicPartition) -> int:
+        async with self._lock:
+            return await last_relayed_seq(self._consumer, tp)
 
 
 class OutboxRelay:
@@ -92,6 +130,7 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         partition: int,
         target: RelayTarget,
+        tail: TailReader,
         *,
         on_relayed: Callable[[int], None] | None = None,
         limit: int = 2000,
@@ -100,22 +139,31 @@ class OutboxRelay:
         self._producer = producer
         self._partition = partition
         self._target = target
+        self._tail = tail
         self._on_relayed = on_relayed
         self._limit = limit
         self._lock = asyncio.Lock()
+        #: False until the rows Kafka already holds have been forgotten, and again after a
+        #: failed send.
+        self._recovered = False
 
-    async def recover(self, consumer: AIOKafkaConsumer) -> None:
+    @property
+    def recovered(self) -> bool:
+        return self._recovered
+
+    async def _recover(self) -> None:
         """Forget outbox rows that Kafka already holds (see the module docstring)."""
         seq = max(
-            await last_relayed_seq(
-                consumer, TopicPartition(self._target.output_topic, self._partition)
+            await self._tail.last_seq(
+                TopicPartition(self._target.output_topic, self._partition)
             ),
-            await last_relayed_seq(
-                consumer, TopicPartition(self._target.dead_letter_topic, self._partition)
+            await self._tail.last_seq(
+                TopicPartition(self._target.dead_letter_topic, self._partition)
             ),
         )
         if seq:
             await asyncio.to_thread(self._delete, seq)
+        self._recovered = True
 
     def _delete(self, up_to_seq: int) -> None:
         with self._store.batch() as batch:
@@ -126,33 +174,52 @@ class OutboxRelay:
             return batch.select_outbox(self._partition, self._limit)
 
     async def run_once(self) -> int:
-        """Publish everything in the outbox for this partition; returns how many."""
+        """Publish everything in the outbox for this partition; returns how many.
+
+        Raises what the producer raised when a send fails; the rows stay in the outbox and
+        the next call recovers first, so a retry sends only what Kafka does not hold.
+        """
         sent = 0
         async with self._lock:
+            if not self._recovered:
+                await self._recover()
             while True:
                 records = await asyncio.to_thread(self._select)
                 if not records:
                     return sent
                 for run in _runs(records):
-                    topic = target_topic(run[0], self._target)
-                    futures = []
-                    for record in run:
-                        headers = [
-                            (SEQ_HEADER, str(record.seq).encode()),
-                            (ROOM_HEADER, record.room_id.encode()),
-                            (TYPE_HEADER, _message_type.decode(record.payload).type.encode()),
-                        ]
-                        futures.append(
-                            await self._producer.send(
-                                topic,
-                                record.payload,
-                                key=record.room_id.encode(),
-                                partition=self._partition,
-                                headers=headers,
-                            )
-                        )
-                    await asyncio.gather(*futures)
+                    await self._send_run(run)
                 await asyncio.to_thread(self._delete, records[-1].seq)
                 sent += len(records)
                 if self._on_relayed is not None:
                     self._on_relayed(len(records))
+
+    async def _send_run(self, run: list[OutboxRecord]) -> None:
+        topic = target_topic(run[0], self._target)
+        futures: list[asyncio.Future[object]] = []
+        try:
+            for record in run:
+                headers = [
+                    (SEQ_HEADER, str(record.seq).encode()),
+                    (ROOM_HEADER, record.room_id.encode()),
+                    (TYPE_HEADER, _message_type.decode(record.payload).type.encode()),
+                ]
+                futures.append(
+                    await self._producer.send(
+                        topic,
+                        record.payload,
+                        key=record.room_id.encode(),
+                        partition=self._partition,
+                        headers=headers,
+                    )
+                )
+            await asyncio.gather(*futures)
+        except Exception:
+            # Part of the run may be in Kafka, or still get there: let every send settle,
+            # then read the tail again before the next attempt.
+            self._recovered = False
+            await asyncio.gather(*futures, return_exceptions=True)
+            raise
+        except BaseException:
+            self._recovered = False
+            raise

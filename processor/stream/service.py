@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from processor.config import Settings
 from processor.core.decision import Outcome
+from processor.errors import StorageError
 from processor.metrics import Health, Metrics, serve_metrics, watch_lag
 from processor.pipeline.caches import RoomCache
 from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
@@ -33,10 +34,14 @@ from processor.pipeline.outputs import OutputBuilder
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.stream.kafka_settings import kafka_client_options
-from processor.stream.outbox_relay import OutboxRelay, RelayTarget
+from processor.stream.outbox_relay import OutboxRelay, RelayTarget, TailReader, TailUnreadable
 from processor.stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+#: Pause before retrying after a transient failure (database or broker unavailable).
+RETRY_SECONDS = 1.0
 
 
 class StaleBatch(Exception):
@@ -56,6 +61,8 @@ class PartitionWorker:
     #: False (a rebuild with no output topic): outputs and dead letters are built, so stream
     #: positions advance as in the original run, but never written to the outbox.
     outputs_enabled: bool = True
+    #: When the relay failed, the monotonic time of the next attempt (None: no failure).
+    relay_retry_at: float | None = None
 
     def __post_init__(self) -> None:
         self.outputs = OutputBuilder(
@@ -118,6 +125,8 @@ class RoomserverService:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._tail_reader: AIOKafkaConsumer | None = None
+        self._tail: TailReader | None = None
+        self._commit: asyncio.Task[None] | None = None
         self._max_message_bytes = settings.max_output_message_bytes
         #: One store for every partition: it is thread-safe (a connection pool).
         self._store: Store | None = None
@@ -135,10 +144,12 @@ class RoomserverService:
         """Start workers for newly assigned partitions, resuming at the stored offsets.
 
         Runs inside the rebalance callback, so it does only what must happen before the
-        first fetch: read the stored offsets (one transaction) and seek. The relay's
-        recovery runs afterwards; a worker relays nothing until it has finished.
+        first fetch: read the stored offsets (one transaction) and seek. Then each relay
+        publishes what earlier owners left in the outbox; its first run forgets the rows
+        Kafka already holds (`OutboxRelay.run_once` always recovers before sending).
         """
         assert self._consumer is not None and self._producer is not None
+        assert self._tail is not None
         store = self._require_store()
         offsets = await asyncio.to_thread(self._stored_offsets, store, partitions)
         fresh: list[PartitionWorker] = []
@@ -148,6 +159,7 @@ class RoomserverService:
                 self._producer,
                 p,
                 RelayTarget(self.settings.output_topic, self.settings.dead_letter_topic),
+                self._tail,
                 on_relayed=self._relayed_counter(p),
             )
             worker = PartitionWorker(
@@ -162,11 +174,9 @@ class RoomserverService:
         if self._output_enabled:
             for worker in fresh:
                 async with worker.lock:
-                    assert self._tail_reader is not None
-                    await worker.relay.recover(self._tail_reader)
-                    await worker.relay.run_once()
-                    # Rows relayed or forgotten here were committed by an earlier owner.
-                    self.metrics.outbox_backlog.labels(str(worker.partition)).set(0)
+                    if await self._relay(worker):
+                        # Rows relayed or forgotten here were committed by an earlier owner.
+                        self.metrics.outbox_backlog.labels(str(worker.partition)).set(0)
 
     def _stored_offsets(self, store: Store, partitions: list[int]) -> dict[int, int]:
         with store.batch() as batch:
@@ -191,8 +201,39 @@ class RoomserverService:
                 continue
             async with worker.lock:  # let an in-flight batch finish first
                 if self._output_enabled:
-                    await worker.relay.run_once()
+                    await self._relay(worker)  # what fails stays for the next owner
             log.info("partition %d released", p)
+
+    async def _relay(self, worker: PartitionWorker) -> bool:
+        """Publish the worker's outbox (the caller holds its lock). A failure is logged and
+        leaves the rows in the outbox; the main loop retries after `RETRY_SECONDS`."""
+        try:
+            await worker.relay.run_once()
+        except (KafkaError, StorageError, TailUnreadable) as e:
+            worker.relay_retry_at = time.monotonic() + RETRY_SECONDS
+            log.warning(
+                "partition %d: relaying outputs failed (%s: %s); they stay in the outbox and "
+                "are sent again", worker.partition, type(e).__name__, e,
+            )
+            return False
+        worker.relay_retry_at = None
+        return True
+
+    async def _retry_relays(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.relay_retry_at is not None and worker.relay_retry_at <= now:
+                async with worker.lock:
+                    if self.workers.get(worker.partition) is worker:
+                        await self._relay(worker)
+
+    async def _read_again(self, partition: int, why: str) -> None:
+        """Drop what was fetched after a failed batch: continue from the stored offset."""
+        store = self._require_store()
+        offset = (await asyncio.to_thread(self._stored_offsets, store, [partition]))[partition]
+        log.warning("partition %d: %s; reading again from offset %d", partition, why, offset)
+        if self._consumer is not None and partition in self.workers:
+            self._consumer.seek(TopicPartition(self.settings.input_topic, partition), offset)
 
     # ------------------------------------------------------------ the loop
 
@@ -204,13 +245,27 @@ class RoomserverService:
             try:
                 result = await asyncio.to_thread(worker.process, messages)
             except StaleBatch as e:
-                log.warning("%s; dropping the batch", e)
+                # Never carry on after the dropped batch: that would skip it.
+                await self._read_again(worker.partition, str(e))
+                return
+            except StorageError as e:
+                # Transient (the database went away) or not, the batch rolled back as a
+                # whole: retry it, after a pause, rather than crash or skip it.
+                log.error("partition %d: batch at offset %d failed: %s",
+                          worker.partition, messages[0].offset, e)
+                await asyncio.sleep(RETRY_SECONDS)
+                if self._consumer is not None and self.workers.get(worker.partition) is worker:
+                    # Offsets below the stored one are skipped by `process`.
+                    self._consumer.seek(
+                        TopicPartition(self.settings.input_topic, worker.partition),
+                        messages[0].offset,
+                    )
                 return
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             if result is not None:
                 self._record(worker.partition, result)
             if self._output_enabled:
-                await worker.relay.run_once()
+                await self._relay(worker)
             self.processed += len(messages)
             self._positions[worker.partition] = messages[-1].offset + 1
             self.health.progressed()
@@ -261,6 +316,20 @@ class RoomserverService:
         finally:
             await reader.stop()
 
+    def _commit_for_lag_tooling(self, consumer: AIOKafkaConsumer) -> None:
+        """Kafka's committed offset is for lag tooling only; the truth is in the database,
+        so a failed commit is harmless. It runs beside the loop: with the broker away a
+        commit waits for a coordinator, and the loop must not wait with it."""
+        if self._commit is not None and not self._commit.done():
+            return
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("offset commit for lag tooling failed: %s", task.exception())
+
+        self._commit = asyncio.create_task(consumer.commit())
+        self._commit.add_done_callback(done)
+
     def _client_options(self) -> dict[str, object]:
         return kafka_client_options(self.settings)
 
@@ -302,6 +371,7 @@ class RoomserverService:
             enable_auto_commit=False, isolation_level="read_committed", **options
         )
         await self._tail_reader.start()
+        self._tail = TailReader(self._tail_reader)
         await asyncio.to_thread(self._require_store)
         consumer = await self._start_consumer()
         server = None
@@ -333,12 +403,8 @@ class RoomserverService:
                     jobs.append(self._handle(worker, messages))
                 if jobs:
                     await asyncio.gather(*jobs)
-                    # Kafka's committed offset is for lag tooling only; the truth is in the
-                    # database, so a failed commit is harmless.
-                    try:
-                        await consumer.commit()
-                    except KafkaError as e:
-                        log.debug("offset commit for lag tooling failed: %s", e)
+                    self._commit_for_lag_tooling(consumer)
+                await self._retry_relays()
                 now = time.monotonic()
                 if now - last_lag > 1.0:
                     last_lag = now
@@ -353,7 +419,9 @@ class RoomserverService:
                         self.health.progressed()
         finally:
             lag_watch.cancel()
-            await asyncio.gather(lag_watch, return_exceptions=True)
+            if self._commit is not None:
+                self._commit.cancel()
+            await asyncio.gather(lag_watch, *[self._commit or lag_watch], return_exceptions=True)
             await self.release(list(self.workers))
             await consumer.stop()
             await self._tail_reader.stop()

@@ -1,0 +1,208 @@
+"""Faults under `roomserver run` on the real broker and database: kill -9, SIGTERM, and a
+broker restart, each followed by the exactly-once check (design §6).
+
+The service runs as a child process (`python -m processor.cli run`, configured through the
+environment). The test waits on what it can observe — the input offsets stored in
+PostgreSQL, the outbox, the output topic, the process's exit — never on the clock; random
+delays appear only as fault-injection timing, drawn from a seeded RNG so a failure replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from processor.config import Settings
+from processor.storage import open_store
+from tests.fault.exactly_once import (
+    Reference,
+    check_dead_letters,
+    check_outputs,
+    check_same_state,
+    clean_run,
+    malformed_inputs,
+    produce_by_room,
+    read_topic,
+    room_ids,
+    traffic_jsonl,
+)
+from tests.fault.service_process import ServiceProcess
+from tests.fixtures.kafka import NewTopicFactory
+
+#: Bound on each wait for the service to make progress, finish or exit.
+WAIT_S = 60.0
+
+
+class Progress:
+    """What the service has committed, read from its database."""
+
+    def __init__(self, database_url: str, input_topic: str) -> None:
+        self._conn = psycopg.connect(database_url, autocommit=True)
+        self._topic = input_topic
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def processed(self) -> int:
+        """Input messages committed: the sum of the stored next offsets."""
+        try:
+            row = self._conn.execute(
+                "SELECT coalesce(sum(next_offset), 0) FROM input_offsets WHERE topic = %s",
+                (self._topic,),
+            ).fetchone()
+        except errors.UndefinedTable:
+            return 0  # not migrated yet
+        return int(row[0]) if row else 0
+
+    def outbox(self) -> int:
+        """Outputs committed but not yet acknowledged by Kafka."""
+        try:
+            row = self._conn.execute("SELECT count(*) FROM outbox").fetchone()
+        except errors.UndefinedTable:
+            return 0
+        return int(row[0]) if row else 0
+
+    def done(self, total: int) -> bool:
+        return self.processed() >= total and self.outbox() == 0
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: ServiceProcess, what: str, timeout: float = WAIT_S
+) -> None:
+    """Poll `condition` until it holds; fail with the service's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        code = proc.exit_code()
+        if code is not None:
+            pytest.fail(f"the service exited ({code}) while waiting for {what}:\n{proc.log()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout} s:\n{proc.log()}")
+        time.sleep(0.005)
+
+
+@dataclasses.dataclass
+class Scenario:
+    settings: Settings
+    inputs: list[bytes]
+    bad_inputs: list[bytes]
+    rooms: set[str]
+    reference: Reference
+
+    def check(self) -> None:
+        """Exactly once on both topics, and the clean run's state in the database."""
+        s = self.settings
+        bootstrap, partitions = s.kafka_bootstrap_servers, s.input_partitions
+        outputs = asyncio.run(read_topic(bootstrap, s.output_topic, partitions))
+        check_outputs(outputs, self.reference.outputs)
+        dead = asyncio.run(read_topic(bootstrap, s.dead_letter_topic, partitions))
+        check_dead_letters(dead, self.bad_inputs)
+        store = open_store(s.database_url)
+        try:
+            check_same_state(store, self.reference.store, self.rooms)
+        finally:
+            store.close()
+
+
+def make_scenario(
+    bootstrap: str,
+    database_url: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+    *,
+    rooms: int,
+    events: int,
+    seed: int,
+    batch_size: int,
+) -> Scenario:
+    good = traffic_jsonl(rooms=rooms, events=events, version="10", seed=seed)
+    ids = room_ids(good)
+    bad = malformed_inputs(ids)
+    # Bad inputs in the middle of the stream: they must not block the rooms behind them.
+    middle = len(good) // 2
+    inputs = good[:middle] + bad + good[middle:]
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        input_topic=new_topic(3, retention_ms="-1"),
+        output_topic=new_topic(3),
+        dead_letter_topic=new_topic(3),
+        input_partitions=3,
+        database_url=database_url,
+        batch_size=batch_size,
+    )
+    settings = dataclasses.replace(settings, consumer_group=f"{settings.input_topic}.group")
+    asyncio.run(produce_by_room(bootstrap, settings.input_topic, inputs))
+    return Scenario(settings, inputs, bad, ids, clean_run(inputs, tmp_path / "reference.db"))
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServiceProcess]]:
+    """Every child the test starts; any still running at the end is killed."""
+    started: list[ServiceProcess] = []
+    yield started
+    for proc in started:
+        proc.close()
+
+
+KILLS = 24
+
+
+def test_kill_9_at_random_points_then_exactly_once(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+    processes: list[ServiceProcess],
+) -> None:
+    """At least 20 kill -9 at random points (start-up, recovery, mid-batch, between commit
+    and relay), each followed by a restart; then every output is on the topic exactly once,
+    in order per room, and the database holds a clean run's state."""
+    scenario = make_scenario(
+        kafka_bootstrap_servers, database_url, new_topic, tmp_path,
+        rooms=8, events=2000, seed=20, batch_size=20,
+    )
+    total = len(scenario.inputs)
+    rng = random.Random(7)
+    progress = Progress(database_url, scenario.settings.input_topic)
+    kills = 0
+    try:
+        while kills < KILLS and progress.processed() < total:
+            # A new consumer group per restart: the killed member would otherwise hold its
+            # partitions until its session times out. The offsets live in the database, so
+            # the group is only the partition assignment.
+            settings = dataclasses.replace(
+                scenario.settings,
+                consumer_group=f"{scenario.settings.consumer_group}.{kills}",
+            )
+            proc = ServiceProcess(settings, tmp_path / f"run-{kills}.log")
+            processes.append(proc)
+            if rng.random() < 0.3:
+                # Anywhere in start-up, migration, topic checks, the relay's recovery, or
+                # the first batches.
+                time.sleep(rng.uniform(0.0, 1.5))
+            else:
+                # Just after a commit, with the relay in flight, or within the next batch.
+                target = min(total, progress.processed() + rng.randint(1, 120))
+                wait_for(lambda t=target: progress.processed() >= t, proc, f"offset sum {target}")
+                time.sleep(rng.uniform(0.0, 0.03))
+            code = proc.exit_code()
+            assert code is None, f"the service exited ({code}) on its own:\n{proc.log()}"
+            proc.kill()
+            kills += 1
+        assert kills >= 20, f"only {kills} kills before the input ran out; use more input"
+
+        final = ServiceProcess(scenario.settings, tmp_path / "run-final.log")
+        processes.append(final)
+        wait_for(lambda: progress.done(total), final, "all input processed and relayed")
+        assert final.terminate(WAIT_S) == 0, final.log()
+    finally:
+        progress.close()
+    scenario.check()
+    print(f"{kills} kills")
