@@ -96,10 +96,12 @@ def state_after(
 
 
 def forward_extremities_after(
-    extremities: Sequence[EventNID], prev_nids: Iterable[EventNID], event_nid: EventNID
+    extremities: Sequence[EventNID], reached: Iterable[EventNID], event_nid: EventNID
 ) -> tuple[EventNID, ...]:
-    """The new event replaces the extremities it references (its prev events)."""
-    referenced = set(prev_nids)
+    """Forward extremities are the events with no children yet: the new event replaces the
+    extremities it descends from (`reached`: its prev events, or their ancestors when a prev
+    event arrived as backfill)."""
+    referenced = set(reached)
     kept = [nid for nid in extremities if nid not in referenced and nid != event_nid]
     kept.append(event_nid)
     return tuple(kept)

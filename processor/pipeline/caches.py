@@ -338,8 +338,11 @@ class RoomCache:
                 found[nid] = self._loaded(record, room.version)
         return found
 
-    def forget(self, nid: EventNID) -> None:
+    def forget(self, nid: EventNID, event_id: str) -> None:
+        """Drop an event whose stored form changed (redacted), so the next load reads
+        the new form (the batch's reads see its own writes)."""
         self._events.pop(nid)
+        self._batch_records.pop(event_id, None)
 
     def insert_event(
         self,

@@ -290,7 +290,9 @@ class InputHandler:
             extremities: tuple[EventNID, ...] = (loaded.nid,)
         else:
             extremities = decision.forward_extremities_after(
-                room.forward_extremities, [p.nid for p in prev_events], loaded.nid
+                room.forward_extremities,
+                self._extremities_reached(batch, room, prev_events),
+                loaded.nid,
             )
         if len(extremities) == 1:
             new_current = after
@@ -340,6 +342,36 @@ class InputHandler:
         return Outcome.ACCEPTED
 
     # ---------------------------------------------------------------- steps
+
+    def _extremities_reached(
+        self, batch: Batch, room: RoomState, prev_events: Sequence[LoadedEvent]
+    ) -> set[EventNID]:
+        """The forward extremities that are ancestors of a new event (so no longer
+        extremities). Usually its prev events are the extremities themselves; a prev event
+        that is not one (a backfilled `old` event, say) is walked back, no deeper than the
+        shallowest extremity."""
+        extremities = set(room.forward_extremities)
+        reached: set[EventNID] = set()
+        if not extremities:
+            return reached
+        floor: int | None = None
+        seen: set[EventNID] = set()
+        stack = list(prev_events)
+        while stack:
+            event = stack.pop()
+            if event.nid in seen:
+                continue
+            seen.add(event.nid)
+            if event.nid in extremities:
+                reached.add(event.nid)
+                continue
+            if floor is None:
+                floor = min(
+                    e.event.depth for e in self._cache.load(batch, room, extremities).values()
+                )
+            if event.event.depth > floor and event.prev_nids:
+                stack.extend(self._cache.load(batch, room, event.prev_nids).values())
+        return reached
 
     def _room_version(self, batch: Batch, item: InputRoomEvent) -> RoomVersion:
         try:
@@ -655,7 +687,7 @@ class InputHandler:
         redacted = canonical_json(redact(dict(target.event.pdu), room.version))
         batch.redact_event(target.nid, redacted, redaction.nid)
         batch.insert_redaction(redaction.nid, target.event_id, True)
-        self._cache.forget(target.nid)
+        self._cache.forget(target.nid, target.event_id)
         self._outputs.redacted_event(room, target.event_id, redaction)
 
 
