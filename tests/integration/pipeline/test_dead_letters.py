@@ -18,6 +18,7 @@ from processor.storage.base import Store
 from tests.integration.pipeline.rooms import (
     ALICE,
     BOB,
+    CAROL,
     Built,
     RoomBuilder,
     StoreAt,
@@ -149,3 +150,33 @@ def test_dead_letters_leave_no_trace_in_the_store(sqlite_store: StoreAt) -> None
     # And the room goes on.
     after = room.member(BOB, BOB, "join")
     assert process(store, [as_input(after)]).outcome(after) == "accepted"
+
+
+def test_has_state_naming_events_not_stored(sqlite_store: StoreAt) -> None:
+    """`state_event_ids` must already be stored (as outliers): otherwise the join cannot be
+    placed, and the dead letter names what is missing."""
+    store = sqlite_store.store
+    room = RoomBuilder("10")
+    events = room.create()
+    state_ids = list(room.state.values())
+    join = room.member(BOB, BOB, "join")
+    # Only the create event is sent ahead.
+    done = process(store, [
+        as_input(events[0], "outlier"),
+        as_input(join, room_version="10", has_state=True, state_event_ids=state_ids),
+    ])
+    [line] = done.summary.dead_letters
+    # The join's auth events are missing first (power levels, join rules).
+    assert line.startswith("line 2: missing_auth_events: ")
+    assert room.state[("m.room.power_levels", "")] in line
+
+    # Auth events stored, one state event not: missing_state_events.
+    topic = room.event(ALICE, "m.room.topic", {"topic": "t"}, "")
+    bob = room.member(CAROL, CAROL, "join")
+    done = process(store, [as_input(e, "outlier") for e in events[1:]] + [
+        as_input(bob, room_version="10", has_state=True,
+                 state_event_ids=[*state_ids, topic.event_id]),
+    ])
+    [line] = done.summary.dead_letters
+    assert line.startswith("line 4: missing_state_events: ")
+    assert topic.event_id in line

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from processor.storage.base import Store
 from schemas.output import NewRoomEvent, OldRoomEvent
 from tests.integration.pipeline.rooms import (
@@ -220,9 +222,10 @@ def _auth_order(room: RoomBuilder, event_ids: list[str]) -> list[str]:
     return sorted(event_ids, key=lambda e: room.depths[e])
 
 
-def test_state_rewriting_join_into_an_unknown_room(store_at: StoreAt) -> None:
+@pytest.mark.parametrize("version", ["1", "10", "12"])
+def test_state_rewriting_join_into_an_unknown_room(store_at: StoreAt, version: str) -> None:
     store = store_at.store
-    room, _ = _remote_room("10")
+    room, _ = _remote_room(version)
     items, join, state_ids = _join_with_state(room)
     done = process(store, items)
 
@@ -324,3 +327,41 @@ def _raw(built: Built) -> Any:
     import msgspec
 
     return msgspec.Raw(msgspec.json.encode(built.pdu))
+
+
+def test_join_that_fails_against_the_supplied_state_is_rejected(store_at: StoreAt) -> None:
+    """Step 5 on a state-rewriting join reads the supplied state: an invite-only room
+    rejects Bob's uninvited join, and the room's state is not rewritten."""
+    store = store_at.store
+    room = RoomBuilder("10")
+    room.create(join_rule="invite")
+    room.message(ALICE)
+    items, join, _ = _join_with_state(room)
+    done = process(store, items)
+    assert done.summary.dead_letters == []
+    assert done.outcome(join) == "rejected"
+    assert done.lines == []
+    record = event_record(store, join.event_id)
+    assert record is not None and record.rejected
+
+
+def test_stream_positions_count_every_output_without_gaps(store_at: StoreAt) -> None:
+    """Design §3: per room, strictly increasing, no gaps — across batches and across
+    restarts (each `process` call is a new handler on the same store)."""
+    store = store_at.store
+    room = RoomBuilder("10")
+    first = room.create()
+    first.append(room.member(ALICE, BOB, "invite"))
+    positions = [o.stream_position for o in process(store, inputs(first), server_name="s2.example",
+                                                     batch_size=2).outputs]
+    message = room.message(ALICE)
+    redaction = room.redaction(ALICE, message.event_id)
+    join = room.member(BOB, BOB, "join")
+    old = room.event(ALICE, "m.room.topic", {"topic": "x"}, "", prev=[join.event_id],
+                     accept=False)
+    later = [as_input(message), as_input(redaction), as_input(join), as_input(old, "old")]
+    positions += [o.stream_position for o in process(store, later, server_name="s2.example",
+                                                      batch_size=3).outputs]
+    # create, join, power, join rules, invite (+ new_invite), message, redaction
+    # (+ redacted_event), join (+ retire_invite), old_room_event.
+    assert positions == list(range(1, 13))
