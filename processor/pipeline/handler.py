@@ -278,6 +278,9 @@ class InputHandler:
             loaded = self._cache.load(batch, room, [loaded.nid])[loaded.nid]
         if item.kind == "old":
             self._outputs.old_room_event(room, loaded, self._history_visibility(batch, room))
+            if event.type == "m.room.redaction":
+                # A backfilled redaction is history like any other: it applies too.
+                self._handle_redaction(batch, room, loaded, state_before.entries)
             return Outcome.ACCEPTED
         if soft_failed is not None:
             log.debug("soft-failed %s: %s", event.event_id, soft_failed)

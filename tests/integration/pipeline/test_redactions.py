@@ -221,3 +221,29 @@ def test_redacted_state_event_stays_in_the_state(store_at: StoreAt, version: str
     assert stored["state_key"] == ""
     assert state_of(store, room.room_id)[("m.room.topic", "")] == topic.event_id
     assert state_of(store, room.room_id, redaction.event_id, before=True) == room.state
+
+
+@pytest.mark.parametrize("version", ["2", "11"])
+def test_backfilled_redaction_is_applied(store_at: StoreAt, version: str) -> None:
+    """A redaction that arrives as `old` (backfill / gap fill) is history like any other:
+    once validated, its target is served redacted."""
+    store = store_at.store
+    room, message = _room(store, version)
+    redaction = room.redaction(ALICE, message.event_id)
+    done = process(store, [as_input(redaction, "old")])
+    assert done.outcome(redaction) == "accepted"
+    assert [type(o).__name__ for o in done.outputs] == ["OldRoomEvent", "RedactedEvent"]
+    _assert_redacted(_stored(store, message.event_id), message.pdu)
+
+
+def test_redaction_of_an_event_in_another_room_does_not_apply(store_at: StoreAt) -> None:
+    store = store_at.store
+    room, _ = _room(store, "10")
+    other = RoomBuilder("10")
+    elsewhere = other.message(ALICE)
+    process(store, inputs([*other.create(), elsewhere]))
+    redaction = room.redaction(ALICE, elsewhere.event_id)
+    done = process(store, [as_input(redaction)])
+    assert done.outcome(redaction) == "accepted"
+    assert _redacted_outputs(done) == []
+    assert _stored(store, elsewhere.event_id) == elsewhere.pdu
