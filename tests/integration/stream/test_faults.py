@@ -15,17 +15,24 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import errors
 
 from processor.config import Settings
 from processor.storage import open_store
+from processor.stream.service import RoomserverService
+from processor.stream.topics import ensure_topics
+from tests.fault.broker import PrivateBroker
 from tests.fault.exactly_once import (
     Reference,
     check_dead_letters,
     check_outputs,
+    check_prefix,
     check_same_state,
     clean_run,
     malformed_inputs,
@@ -36,6 +43,7 @@ from tests.fault.exactly_once import (
 )
 from tests.fault.service_process import ServiceProcess
 from tests.fixtures.kafka import NewTopicFactory
+from tests.fixtures.services import ServiceUnavailable
 
 #: Bound on each wait for the service to make progress, finish or exit.
 WAIT_S = 60.0
@@ -61,6 +69,9 @@ class Progress:
         except errors.UndefinedTable:
             return 0  # not migrated yet
         return int(row[0]) if row else 0
+
+    def reached(self, offsets: int) -> Callable[[], bool]:
+        return lambda: self.processed() >= offsets
 
     def outbox(self) -> int:
         """Outputs committed but not yet acknowledged by Kafka."""
@@ -190,7 +201,7 @@ def test_kill_9_at_random_points_then_exactly_once(
             else:
                 # Just after a commit, with the relay in flight, or within the next batch.
                 target = min(total, progress.processed() + rng.randint(1, 120))
-                wait_for(lambda t=target: progress.processed() >= t, proc, f"offset sum {target}")
+                wait_for(progress.reached(target), proc, f"offset sum {target}")
                 time.sleep(rng.uniform(0.0, 0.03))
             code = proc.exit_code()
             assert code is None, f"the service exited ({code}) on its own:\n{proc.log()}"
@@ -206,3 +217,175 @@ def test_kill_9_at_random_points_then_exactly_once(
         progress.close()
     scenario.check()
     print(f"{kills} kills")
+
+
+def test_sigterm_finishes_the_batch_flushes_and_exits_0(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+    processes: list[ServiceProcess],
+) -> None:
+    """SIGTERM mid-stream: the service exits 0 with every committed output relayed (the
+    topic holds exactly the outputs of the inputs it committed); a restart finishes the rest
+    exactly once."""
+    scenario = make_scenario(
+        kafka_bootstrap_servers, database_url, new_topic, tmp_path,
+        rooms=4, events=1000, seed=21, batch_size=20,
+    )
+    total = len(scenario.inputs)
+    progress = Progress(database_url, scenario.settings.input_topic)
+    try:
+        first = ServiceProcess(scenario.settings, tmp_path / "run-1.log")
+        processes.append(first)
+        wait_for(progress.reached(total // 3), first, f"offset sum {total // 3}")
+        assert first.terminate(WAIT_S) == 0, first.log()
+        stopped_at = progress.processed()
+        assert 0 < stopped_at < total, "SIGTERM came too late to be mid-stream"
+        assert progress.outbox() == 0, "outputs committed but not relayed at exit"
+        s = scenario.settings
+        relayed = asyncio.run(read_topic(s.kafka_bootstrap_servers, s.output_topic, 3))
+        check_prefix(relayed, scenario.reference.outputs)
+
+        second = ServiceProcess(scenario.settings, tmp_path / "run-2.log")
+        processes.append(second)
+        wait_for(lambda: progress.done(total), second, "all input processed and relayed")
+        assert second.terminate(WAIT_S) == 0, second.log()
+    finally:
+        progress.close()
+    scenario.check()
+
+
+@pytest.fixture
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    """A broker of this test's own: stopping it must not disturb the other tests."""
+    broker = PrivateBroker(tmp_path_factory.mktemp("kafka"))
+    try:
+        try:
+            broker.start()
+        except ServiceUnavailable as e:
+            pytest.skip(f"cannot start a private broker: {e}")
+        yield broker
+    finally:
+        broker.close()
+
+
+async def _create_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await ensure_topics(admin, settings)
+    finally:
+        await admin.close()
+
+
+def test_broker_restart_mid_stream(
+    private_broker: PrivateBroker,
+    database_url: str,
+    tmp_path: Path,
+    processes: list[ServiceProcess],
+) -> None:
+    """The broker goes away mid-stream and comes back with its data: the service keeps
+    running, picks up input produced after the restart, and the result is exactly once."""
+    good = traffic_jsonl(rooms=4, events=1200, version="10", seed=22)
+    bad = malformed_inputs(room_ids(good))
+    before, after = good[:600] + bad, good[600:]
+    inputs = before + after
+    settings = Settings(
+        kafka_bootstrap_servers=private_broker.bootstrap_servers,
+        input_topic="roomserver.input",
+        output_topic="roomserver.output",
+        dead_letter_topic="roomserver.input.dlq",
+        input_partitions=3,
+        consumer_group="roomserver",
+        database_url=database_url,
+        batch_size=20,
+        stall_seconds=5.0,
+    )
+    asyncio.run(_create_topics(settings))
+    asyncio.run(produce_by_room(settings.kafka_bootstrap_servers, settings.input_topic, before))
+    scenario = Scenario(
+        settings, inputs, bad, room_ids(good), clean_run(inputs, tmp_path / "reference.db")
+    )
+    progress = Progress(database_url, settings.input_topic)
+    try:
+        service = ServiceProcess(settings, tmp_path / "run.log")
+        processes.append(service)
+        wait_for(progress.reached(200), service, "offset sum 200")
+        private_broker.stop_process()
+        private_broker.start_again()
+        asyncio.run(
+            produce_by_room(settings.kafka_bootstrap_servers, settings.input_topic, after)
+        )
+        wait_for(
+            lambda: progress.done(len(inputs)), service, "all input processed and relayed",
+            timeout=90,
+        )
+        assert service.terminate(WAIT_S) == 0, service.log()
+    finally:
+        progress.close()
+    scenario.check()
+    print(service.log(20000).count("stalled"), "stall restarts")
+
+
+class HangingConsumerService(RoomserverService):
+    """Its first Kafka consumer stops returning records after a few polls while input is
+    waiting — what aiokafka consumers have been seen to do after a broker restart."""
+
+    def __init__(self, settings: Settings, healthy_polls: int) -> None:
+        super().__init__(settings)
+        self.consumers_started = 0
+        self._healthy_polls = healthy_polls
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        consumer = await super()._start_consumer()
+        self.consumers_started += 1
+        if self.consumers_started == 1:
+            real = consumer.getmany
+            polls = 0
+
+            async def hung(*partitions: TopicPartition, timeout_ms: int = 0,
+                           max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+                nonlocal polls
+                polls += 1
+                if polls <= self._healthy_polls:
+                    got: dict[TopicPartition, list[Any]] = await real(
+                        *partitions, timeout_ms=timeout_ms, max_records=max_records
+                    )
+                    return got
+                await asyncio.sleep(timeout_ms / 1000)  # a poll that never gets data
+                return {}
+
+            consumer.getmany = hung
+        return consumer
+
+
+async def test_stalled_consumer_is_detected_and_replaced(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+) -> None:
+    """A consumer that stops delivering while lag remains is reported stalled and replaced;
+    the new consumer resumes at the stored offsets and the result is exactly once."""
+    scenario = await asyncio.to_thread(
+        make_scenario, kafka_bootstrap_servers, database_url, new_topic, tmp_path,
+        rooms=3, events=600, seed=23, batch_size=20,
+    )
+    settings = dataclasses.replace(scenario.settings, stall_seconds=1.0)
+    service = HangingConsumerService(settings, healthy_polls=5)
+    running = asyncio.create_task(service.run())
+    progress = Progress(database_url, settings.input_topic)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not await asyncio.to_thread(progress.done, len(scenario.inputs)):
+            assert not running.done(), running.exception()
+            assert time.monotonic() < deadline, "the stalled consumer was not replaced"
+            await asyncio.sleep(0.05)
+    finally:
+        progress.close()
+        service.stop()
+        await running
+    assert service.consumers_started >= 2
+    assert service.metrics.consumer_restarts._value.get() >= 1
+    await asyncio.to_thread(scenario.check)
