@@ -59,7 +59,8 @@ def _big_room(
     for n in range(members):
         user = f"@u{n}{pad}:{S3}"
         room.event(
-            user, "m.room.member", {"membership": "join"}, user, prev=None if chain else anchor
+            user, "m.room.member", {"membership": "join"}, user, prev=None if chain else anchor,
+            sign=False,
         )
     return room
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from processor.storage.base import Store
@@ -323,9 +324,7 @@ def test_soft_failed_event_is_stored_without_output_or_extremity(store_at: Store
     assert output.latest_event_ids == [after.event_id]
 
 
-def _raw(built: Built) -> Any:
-    import msgspec
-
+def _raw(built: Built) -> msgspec.Raw:
     return msgspec.Raw(msgspec.json.encode(built.pdu))
 
 
