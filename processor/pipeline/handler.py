@@ -277,7 +277,11 @@ class InputHandler:
             # Once redacted, the redacted form is what is served, its own output included.
             loaded = self._cache.load(batch, room, [loaded.nid])[loaded.nid]
         if item.kind == "old":
-            self._outputs.old_room_event(room, loaded, self._history_visibility(batch, room))
+            # The visibility in effect at the event, not the room's current one.
+            at_event = self._cache.state_after(batch, room, loaded).entries
+            self._outputs.old_room_event(
+                room, loaded, self._history_visibility(batch, room, at_event)
+            )
             if event.type == "m.room.redaction":
                 # A backfilled redaction is history like any other: it applies too.
                 self._handle_redaction(batch, room, loaded, state_before.entries)
@@ -596,10 +600,16 @@ class InputHandler:
             json=bytes(item.event),
         )
 
-    def _history_visibility(self, batch: Batch, room: RoomState) -> str:
-        nid = room.current_state(batch).entries.get(
-            (MROOM_HISTORY_VISIBILITY_NID, EMPTY_STATE_KEY_NID)
-        )
+    def _history_visibility(
+        self,
+        batch: Batch,
+        room: RoomState,
+        state: Mapping[StateKeyTuple, EventNID] | None = None,
+    ) -> str:
+        """m.room.history_visibility in `state` (default: the room's current state)."""
+        if state is None:
+            state = room.current_state(batch).entries
+        nid = state.get((MROOM_HISTORY_VISIBILITY_NID, EMPTY_STATE_KEY_NID))
         if nid is None:
             return "shared"
         value = self._cache.load(batch, room, [nid])[nid].event.content.get(

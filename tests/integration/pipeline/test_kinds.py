@@ -364,3 +364,28 @@ def test_stream_positions_count_every_output_without_gaps(store_at: StoreAt) -> 
     # create, join, power, join rules, invite (+ new_invite), message, redaction
     # (+ redacted_event), join (+ retire_invite), old_room_event.
     assert positions == list(range(1, 13))
+
+
+def test_old_event_carries_the_history_visibility_at_it(store_at: StoreAt) -> None:
+    """The visibility of an event is the m.room.history_visibility in effect at the event
+    (client-server API, "History visibility"), not the room's current one: a backfilled
+    event from before a change keeps the older setting."""
+    store = store_at.store
+    room = RoomBuilder("10")
+    events = room.create()
+    events.append(room.event(ALICE, "m.room.history_visibility",
+                             {"history_visibility": "shared"}, ""))
+    fork = list(room.tips)
+    events.append(room.event(ALICE, "m.room.history_visibility",
+                             {"history_visibility": "joined"}, ""))
+    after = room.message(ALICE)
+    events.append(after)
+    done = process(store, inputs(events))
+    last = done.outputs[-1]
+    assert isinstance(last, NewRoomEvent) and last.history_visibility == "joined"
+
+    backfilled = room.message(ALICE, prev=fork, accept=False)
+    done = process(store, [as_input(backfilled, "old")])
+    [output] = done.outputs
+    assert isinstance(output, OldRoomEvent)
+    assert output.history_visibility == "shared"
