@@ -17,23 +17,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from psycopg import errors
 
 from processor.config import Settings
-from processor.storage import open_store
 from processor.stream.service import RoomserverService
 from processor.stream.topics import ensure_topics
 from tests.fault.broker import PrivateBroker
 from tests.fault.exactly_once import (
-    Reference,
-    check_dead_letters,
-    check_outputs,
     check_prefix,
-    check_same_state,
     clean_run,
     malformed_inputs,
     produce_by_room,
@@ -41,48 +34,13 @@ from tests.fault.exactly_once import (
     room_ids,
     traffic_jsonl,
 )
+from tests.fault.scenario import Progress, Scenario, make_scenario
 from tests.fault.service_process import ServiceProcess
 from tests.fixtures.kafka import NewTopicFactory
 from tests.fixtures.services import ServiceUnavailable
 
 #: Bound on each wait for the service to make progress, finish or exit.
 WAIT_S = 60.0
-
-
-class Progress:
-    """What the service has committed, read from its database."""
-
-    def __init__(self, database_url: str, input_topic: str) -> None:
-        self._conn = psycopg.connect(database_url, autocommit=True)
-        self._topic = input_topic
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def processed(self) -> int:
-        """Input messages committed: the sum of the stored next offsets."""
-        try:
-            row = self._conn.execute(
-                "SELECT coalesce(sum(next_offset), 0) FROM input_offsets WHERE topic = %s",
-                (self._topic,),
-            ).fetchone()
-        except errors.UndefinedTable:
-            return 0  # not migrated yet
-        return int(row[0]) if row else 0
-
-    def reached(self, offsets: int) -> Callable[[], bool]:
-        return lambda: self.processed() >= offsets
-
-    def outbox(self) -> int:
-        """Outputs committed but not yet acknowledged by Kafka."""
-        try:
-            row = self._conn.execute("SELECT count(*) FROM outbox").fetchone()
-        except errors.UndefinedTable:
-            return 0
-        return int(row[0]) if row else 0
-
-    def done(self, total: int) -> bool:
-        return self.processed() >= total and self.outbox() == 0
 
 
 def wait_for(
@@ -97,60 +55,6 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} within {timeout} s:\n{proc.log()}")
         time.sleep(0.005)
-
-
-@dataclasses.dataclass
-class Scenario:
-    settings: Settings
-    inputs: list[bytes]
-    bad_inputs: list[bytes]
-    rooms: set[str]
-    reference: Reference
-
-    def check(self) -> None:
-        """Exactly once on both topics, and the clean run's state in the database."""
-        s = self.settings
-        bootstrap, partitions = s.kafka_bootstrap_servers, s.input_partitions
-        outputs = asyncio.run(read_topic(bootstrap, s.output_topic, partitions))
-        check_outputs(outputs, self.reference.outputs)
-        dead = asyncio.run(read_topic(bootstrap, s.dead_letter_topic, partitions))
-        check_dead_letters(dead, self.bad_inputs)
-        store = open_store(s.database_url)
-        try:
-            check_same_state(store, self.reference.store, self.rooms)
-        finally:
-            store.close()
-
-
-def make_scenario(
-    bootstrap: str,
-    database_url: str,
-    new_topic: NewTopicFactory,
-    tmp_path: Path,
-    *,
-    rooms: int,
-    events: int,
-    seed: int,
-    batch_size: int,
-) -> Scenario:
-    good = traffic_jsonl(rooms=rooms, events=events, version="10", seed=seed)
-    ids = room_ids(good)
-    bad = malformed_inputs(ids)
-    # Bad inputs in the middle of the stream: they must not block the rooms behind them.
-    middle = len(good) // 2
-    inputs = good[:middle] + bad + good[middle:]
-    settings = Settings(
-        kafka_bootstrap_servers=bootstrap,
-        input_topic=new_topic(3, retention_ms="-1"),
-        output_topic=new_topic(3),
-        dead_letter_topic=new_topic(3),
-        input_partitions=3,
-        database_url=database_url,
-        batch_size=batch_size,
-    )
-    settings = dataclasses.replace(settings, consumer_group=f"{settings.input_topic}.group")
-    asyncio.run(produce_by_room(bootstrap, settings.input_topic, inputs))
-    return Scenario(settings, inputs, bad, ids, clean_run(inputs, tmp_path / "reference.db"))
 
 
 @pytest.fixture
