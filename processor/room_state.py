@@ -14,6 +14,14 @@ def _state_lines(
     batch: Batch, room_id: str, event: EventRecord | None, snapshot: StateSnapshotNID,
     extra: EventRecord | None,
 ) -> dict[str, Any]:
+    if event is not None and event.outlier:
+        # An outlier was stored without state: the state at it is not known.
+        return {
+            "room_id": room_id,
+            "event_id": event.event_id,
+            "rejected": event.rejected,
+            "state": None,
+        }
     entries = dict(batch.load_state(snapshot)) if snapshot else {}
     if extra is not None and extra.is_state and not extra.rejected:
         entries[extra.state_key_tuple] = extra.event_nid

@@ -357,21 +357,24 @@ class RoomCache:
         auth_event_nids: tuple[EventNID, ...],
         prev_event_nids: tuple[EventNID, ...],
         json: bytes,
+        outlier_nid: EventNID | None = None,
     ) -> LoadedEvent:
-        nid = batch.insert_event(
-            room_nid=room.record.room_nid,
-            event_id=event.event_id,
-            type_nid=key[0] if key else self.type_nid(batch, event.type),
-            state_key_nid=key[1] if key else StateKeyNID(0),
-            depth=event.depth,
-            outlier=outlier,
-            rejected=rejection_reason is not None,
-            rejection_reason=rejection_reason,
-            state_snapshot_nid=state_snapshot_nid,
-            auth_event_nids=auth_event_nids,
-            prev_event_nids=prev_event_nids,
-            json=json,
-        )
+        """Store a new event; or, with `outlier_nid`, the processing of an event stored
+        before as an outlier (its row gains a state and loses the outlier flag)."""
+        if outlier_nid is not None:
+            batch.update_event(
+                outlier_nid,
+                outlier=outlier,
+                state_snapshot_nid=state_snapshot_nid,
+                rejected=rejection_reason is not None,
+                rejection_reason=rejection_reason,
+            )
+            nid = outlier_nid
+        else:
+            nid = self._insert_row(
+                batch, room, event, key, outlier, rejection_reason, state_snapshot_nid,
+                auth_event_nids, prev_event_nids, json,
+            )
         loaded = LoadedEvent(
             nid=EventNID(nid),
             event_id=event.event_id,
@@ -389,10 +392,39 @@ class RoomCache:
         self._events.put(loaded.nid, loaded)
         self._ids.put(loaded.event_id, loaded.nid)
         self._absent.discard(loaded.event_id)
+        self._batch_records.pop(loaded.event_id, None)
         index = room.auth_index
         if all(a in index for a in auth_event_nids):
             index.add(loaded.nid, key, auth_event_nids)
         return loaded
+
+    def _insert_row(
+        self,
+        batch: Batch,
+        room: RoomState,
+        event: Event,
+        key: StateKeyTuple | None,
+        outlier: bool,
+        rejection_reason: str | None,
+        state_snapshot_nid: StateSnapshotNID,
+        auth_event_nids: tuple[EventNID, ...],
+        prev_event_nids: tuple[EventNID, ...],
+        json: bytes,
+    ) -> EventNID:
+        return batch.insert_event(
+            room_nid=room.record.room_nid,
+            event_id=event.event_id,
+            type_nid=key[0] if key else self.type_nid(batch, event.type),
+            state_key_nid=key[1] if key else StateKeyNID(0),
+            depth=event.depth,
+            outlier=outlier,
+            rejected=rejection_reason is not None,
+            rejection_reason=rejection_reason,
+            state_snapshot_nid=state_snapshot_nid,
+            auth_event_nids=auth_event_nids,
+            prev_event_nids=prev_event_nids,
+            json=json,
+        )
 
     # ------------------------------------------------------------ state
 

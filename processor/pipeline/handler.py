@@ -192,7 +192,8 @@ class InputHandler:
         result: BatchResult,
     ) -> Outcome:
         item, event, version = decoded.item, decoded.event, decoded.version
-        if self._cache.event_nid(batch, event.event_id) is not None:
+        stored_nid = self._cache.event_nid(batch, event.event_id)
+        if stored_nid is not None and item.kind == "outlier":
             return Outcome.DUPLICATE
 
         room = self._cache.room(batch, event.room_id)
@@ -204,6 +205,14 @@ class InputHandler:
                 f"event {event.event_id} claims room version {version.id} but room "
                 f"{event.room_id} is version {room.version.id}",
             )
+        # An event stored before is a no-op, unless it was stored as an outlier and now
+        # arrives to be processed (`new`/`old`): then it gets its state now.
+        outlier_nid: EventNID | None = None
+        if stored_nid is not None:
+            stored = self._cache.load(batch, room, [stored_nid])[stored_nid]
+            if not stored.outlier or stored.rejected:
+                return Outcome.DUPLICATE
+            outlier_nid = stored_nid
         touched[room.record.room_nid] = room
         key = self._state_key_tuple(batch, event)
 
@@ -226,10 +235,15 @@ class InputHandler:
             checked[("m.room.create", "")] = implied_create.nid
 
         if item.kind == "outlier":
-            self._store(
+            outlier = self._store(
                 batch, room, event, item, key, (), auth_events, rejected, None, outlier=True
             )
-            return Outcome.REJECTED if rejected else Outcome.OUTLIER
+            if rejected:
+                return Outcome.REJECTED
+            # An invite of a local user into a room this server is not in arrives as an
+            # outlier: it is still the user's invite.
+            self._invites(batch, room, outlier)
+            return Outcome.OUTLIER
 
         # Step 4: the state before the event.
         if item.has_state:
@@ -267,7 +281,7 @@ class InputHandler:
 
         loaded = self._store(
             batch, room, event, item, key, prev_events, auth_events, rejected, state_before,
-            outlier=False,
+            outlier=False, outlier_nid=outlier_nid,
         )
         if rejected is not None:
             log.debug("rejected %s: %s", event.event_id, rejected)
@@ -583,6 +597,7 @@ class InputHandler:
         state_before: StateAt | None,
         *,
         outlier: bool,
+        outlier_nid: EventNID | None = None,
     ) -> LoadedEvent:
         snapshot = StateSnapshotNID(0)
         if state_before is not None:
@@ -598,6 +613,7 @@ class InputHandler:
             auth_event_nids=tuple(e.nid for e in auth_events),
             prev_event_nids=tuple(e.nid for e in prev_events),
             json=bytes(item.event),
+            outlier_nid=outlier_nid,
         )
 
     def _history_visibility(

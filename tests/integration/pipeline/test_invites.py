@@ -137,3 +137,20 @@ def test_without_a_server_name_no_user_is_local(store_at: StoreAt) -> None:
     invite = room.member(ALICE, BOB, "invite")
     done = process(store, [as_input(invite)])
     assert [type(o) for o in done.outputs] == [NewRoomEvent]
+
+
+def test_invite_into_a_room_this_server_is_not_in_is_announced(store_at: StoreAt) -> None:
+    """The invite of a local user into a remote room arrives as an outlier (with its auth
+    events, also outliers, and the room's version): it is still the user's invite."""
+    store = store_at.store
+    room = RoomBuilder("10")
+    events = room.create(join_rule="invite")
+    invite = room.member(ALICE, BOB, "invite")
+    items = [as_input(e, "outlier", room_version="10") for e in events]
+    items.append(as_input(invite, "outlier", room_version="10"))
+    done = process(store, items, server_name=S2)
+    assert done.outcome(invite) == "outlier"
+    [announced] = done.outputs
+    assert isinstance(announced, NewInviteEvent)
+    assert announced.target_user_id == BOB
+    assert json.loads(bytes(announced.event)) == invite.pdu

@@ -15,6 +15,7 @@ Each test runs on SQLite and PostgreSQL (`store_at`).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -389,3 +390,26 @@ def test_old_event_carries_the_history_visibility_at_it(store_at: StoreAt) -> No
     [output] = done.outputs
     assert isinstance(output, OldRoomEvent)
     assert output.history_visibility == "shared"
+
+
+def test_an_outlier_arriving_again_as_new_is_processed(store_at: StoreAt) -> None:
+    """An event first fetched as an outlier (say, as another event's auth event) and then
+    received as `new` gets its state and its output then, once."""
+    store = store_at.store
+    room, _ = _opened(store)
+    message = room.message(ALICE)
+    first = process(store, [as_input(message, "outlier")])
+    assert first.outcome(message) == "outlier"
+    assert first.outputs == []
+
+    done = process(store, [as_input(message)])
+    assert done.outcome(message) == "accepted"
+    [new] = done.outputs
+    assert isinstance(new, NewRoomEvent)
+    assert json.loads(bytes(new.event)) == message.pdu
+    record = event_record(store, message.event_id)
+    assert record is not None and not record.outlier and record.state_snapshot_nid != 0
+    assert extremities(store, room.room_id) == {message.event_id}
+
+    again = process(store, [as_input(message)])
+    assert again.outcome(message) is None and again.outputs == []

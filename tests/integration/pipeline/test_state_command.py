@@ -20,7 +20,16 @@ import pytest
 
 from processor.cli import main
 from processor.generate import GeneratedEvent, iter_generate
-from tests.integration.pipeline.rooms import StoreAt, process, store_at
+from processor.storage import open_store
+from tests.integration.pipeline.rooms import (
+    ALICE,
+    RoomBuilder,
+    StoreAt,
+    as_input,
+    inputs,
+    process,
+    store_at,
+)
 
 __all__ = ["store_at"]
 
@@ -165,3 +174,22 @@ def test_missing_database_file_is_a_clear_error(
     assert main(["state", "--database", missing, "--room", "!r:s1.example"]) == 2
     assert "nothing.db" in capsys.readouterr().err
     assert not (tmp_path / "nothing.db").exists(), "no empty database is left behind"
+
+
+def test_the_state_at_an_outlier_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "outlier.db"
+    store = open_store(str(database))
+    try:
+        room = RoomBuilder("10")
+        events = room.create()
+        outlier = room.message(ALICE)
+        process(store, [*inputs(events), as_input(outlier, "outlier")])
+    finally:
+        store.close()
+    assert main(["state", "--database", str(database), "--room", room.room_id,
+                 "--at", outlier.event_id]) == 0
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line == {"room_id": room.room_id, "event_id": outlier.event_id, "rejected": False,
+                    "state": None}
