@@ -99,6 +99,16 @@ _peek_decoder = msgspec.json.Decoder(_PeekPDU)
 
 
 @dataclass(frozen=True, slots=True)
+class _OwnAuth:
+    """Step 2a's result: the event's auth events, the verdict, and what it read by key."""
+
+    event: Event
+    events: list[LoadedEvent]
+    rejected: str | None
+    checked: dict[tuple[str, str], EventNID]
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
     """An input message after step 1."""
 
@@ -191,20 +201,13 @@ class InputHandler:
         touched: dict[RoomNID, RoomState],
         result: BatchResult,
     ) -> Outcome:
-        item, event, version = decoded.item, decoded.event, decoded.version
+        """Steps 2-6 for one decoded event; raises `_DeadLetterError` for what it cannot
+        process."""
+        item, event = decoded.item, decoded.event
         stored_nid = self._cache.event_nid(batch, event.event_id)
         if stored_nid is not None and item.kind == "outlier":
             return Outcome.DUPLICATE
-
-        room = self._cache.room(batch, event.room_id)
-        if room is None:
-            room = self._create_room(batch, event, item, version)
-        elif room.version is not version:
-            raise _DeadLetterError(
-                DeadLetterReason.INVALID_EVENT,
-                f"event {event.event_id} claims room version {version.id} but room "
-                f"{event.room_id} is version {room.version.id}",
-            )
+        room = self._room_of(batch, decoded)
         # An event stored before is a no-op, unless it was stored as an outlier and now
         # arrives to be processed (`new`/`old`): then it gets its state now.
         outlier_nid: EventNID | None = None
@@ -217,28 +220,12 @@ class InputHandler:
         key = self._state_key_tuple(batch, event)
 
         # Step 2a: auth against the event's own auth events (not stored: not processed).
-        auth_events = self._require(
-            batch, room, event.auth_event_ids, DeadLetterReason.MISSING_AUTH_EVENTS, "auth"
-        )
-        implied_create = self._implied_create_event(batch, room, event)
-        rejected = decision.check_against_auth_events(
-            event,
-            [e.event for e in auth_events],
-            [e.event_id for e in auth_events if e.rejected],
-            version,
-            implied_create.event if implied_create is not None else None,
-        )
-        # What step 2a checked against, by key: steps 2b and 2c give the same answer when
-        # the state hands them the same events, so they run only when it does not.
-        checked = {e.event.state_tuple: e.nid for e in auth_events if e.event.state_tuple}
-        if implied_create is not None:
-            checked[("m.room.create", "")] = implied_create.nid
-
+        own = self._check_own_auth_events(batch, room, event)
         if item.kind == "outlier":
             outlier = self._store(
-                batch, room, event, item, key, (), auth_events, rejected, None, outlier=True
+                batch, room, event, item, key, (), own.events, own.rejected, None, outlier=True
             )
-            if rejected:
+            if own.rejected:
                 return Outcome.REJECTED
             # An invite of a local user into a room this server is not in arrives as an
             # outlier: it is still the user's invite.
@@ -246,41 +233,13 @@ class InputHandler:
             return Outcome.OUTLIER
 
         # Step 4: the state before the event.
-        if item.has_state:
-            # A join over federation: the state is supplied, and the prev events (the
-            # resident server's extremities) are usually not stored here; keep those that are.
-            found = self._cache.load_by_id(batch, room, event.prev_event_ids)
-            prev_events = [
-                found[i] for i in event.prev_event_ids
-                if i in found and found[i].room_nid == room.record.room_nid
-            ]
-        else:
-            prev_events = self._require(
-                batch, room, event.prev_event_ids, DeadLetterReason.MISSING_PREV_EVENTS, "prev"
-            )
+        prev_events = self._prev_events(batch, room, event, item)
         state_before = self._state_before(batch, room, event, item, prev_events, result)
-
-        # Step 2b: auth against the state before the event.
-        if rejected is None:
-            before_nids = self._auth_nids(batch, room, event, state_before.entries)
-            if before_nids != checked:
-                rejected = decision.check_against_state(
-                    event, self._auth_events(batch, room, before_nids), version
-                )
-            checked = before_nids
-        # Step 2c: soft fail against the current state (new events only; a state-rewriting
-        # join is checked against the state it brings).
-        soft_failed: str | None = None
-        if rejected is None and item.kind == "new" and not item.has_state:
-            current = room.current_state(batch).entries
-            current_nids = self._auth_nids(batch, room, event, current)
-            if current is not state_before.entries and current_nids != checked:
-                soft_failed = decision.check_against_state(
-                    event, self._auth_events(batch, room, current_nids), version
-                )
+        # Steps 2b and 2c: auth against the state before, soft fail against the current.
+        rejected, soft_failed = self._check_against_states(batch, room, item, own, state_before)
 
         loaded = self._store(
-            batch, room, event, item, key, prev_events, auth_events, rejected, state_before,
+            batch, room, event, item, key, prev_events, own.events, rejected, state_before,
             outlier=False, outlier_nid=outlier_nid,
         )
         if rejected is not None:
@@ -291,20 +250,126 @@ class InputHandler:
             # Once redacted, the redacted form is what is served, its own output included.
             loaded = self._cache.load(batch, room, [loaded.nid])[loaded.nid]
         if item.kind == "old":
-            # The visibility in effect at the event, not the room's current one.
-            at_event = self._cache.state_after(batch, room, loaded).entries
-            self._outputs.old_room_event(
-                room, loaded, self._history_visibility(batch, room, at_event)
-            )
-            if event.type == "m.room.redaction":
-                # A backfilled redaction is history like any other: it applies too.
-                self._handle_redaction(batch, room, loaded, state_before.entries)
+            self._backfilled(batch, room, loaded, state_before)
             return Outcome.ACCEPTED
         if soft_failed is not None:
             log.debug("soft-failed %s: %s", event.event_id, soft_failed)
             return Outcome.SOFT_FAILED
 
         # Step 5: forward extremities and the current state.
+        removed, added = self._advance_room(batch, room, loaded, item, prev_events, result)
+        # Step 6: outputs.
+        self._publish(batch, room, loaded, item, removed, added)
+        if event.type == "m.room.redaction":
+            self._handle_redaction(batch, room, loaded, state_before.entries)
+        return Outcome.ACCEPTED
+
+    def _room_of(self, batch: Batch, decoded: Decoded) -> RoomState:
+        event, version = decoded.event, decoded.version
+        room = self._cache.room(batch, event.room_id)
+        if room is None:
+            return self._create_room(batch, event, decoded.item, version)
+        if room.version is not version:
+            raise _DeadLetterError(
+                DeadLetterReason.INVALID_EVENT,
+                f"event {event.event_id} claims room version {version.id} but room "
+                f"{event.room_id} is version {room.version.id}",
+            )
+        return room
+
+    def _check_own_auth_events(self, batch: Batch, room: RoomState, event: Event) -> _OwnAuth:
+        """Step 2a. Auth events that are not stored make the event unprocessable."""
+        auth_events = self._require(
+            batch, room, event.auth_event_ids, DeadLetterReason.MISSING_AUTH_EVENTS, "auth"
+        )
+        implied_create = self._implied_create_event(batch, room, event)
+        rejected = decision.check_against_auth_events(
+            event,
+            [e.event for e in auth_events],
+            [e.event_id for e in auth_events if e.rejected],
+            room.version,
+            implied_create.event if implied_create is not None else None,
+        )
+        checked = {e.event.state_tuple: e.nid for e in auth_events if e.event.state_tuple}
+        if implied_create is not None:
+            checked[("m.room.create", "")] = implied_create.nid
+        return _OwnAuth(event, auth_events, rejected, checked)
+
+    def _prev_events(
+        self, batch: Batch, room: RoomState, event: Event, item: InputRoomEvent
+    ) -> list[LoadedEvent]:
+        if not item.has_state:
+            return self._require(
+                batch, room, event.prev_event_ids, DeadLetterReason.MISSING_PREV_EVENTS, "prev"
+            )
+        # A join over federation: the state is supplied, and the prev events (the resident
+        # server's extremities) are usually not stored here; keep those that are.
+        found = self._cache.load_by_id(batch, room, event.prev_event_ids)
+        return [
+            found[i]
+            for i in event.prev_event_ids
+            if i in found and found[i].room_nid == room.record.room_nid
+        ]
+
+    def _check_against_states(
+        self,
+        batch: Batch,
+        room: RoomState,
+        item: InputRoomEvent,
+        own: _OwnAuth,
+        state_before: StateAt,
+    ) -> tuple[str | None, str | None]:
+        """Steps 2b (reject) and 2c (soft fail; `new` events only, and not a state-rewriting
+        join, which is checked against the state it brings). A check is skipped when the
+        state hands over exactly the events an earlier check already read: the auth rules
+        are a function of the event and those events."""
+        event, rejected, checked = own.event, own.rejected, own.checked
+        if rejected is not None:
+            return rejected, None
+        before_nids = self._auth_nids(batch, room, event, state_before.entries)
+        if before_nids != checked:
+            rejected = decision.check_against_state(
+                event, self._auth_events(batch, room, before_nids), room.version
+            )
+            if rejected is not None:
+                return rejected, None
+        if item.kind != "new" or item.has_state:
+            return None, None
+        current = room.current_state(batch).entries
+        if current is state_before.entries:
+            return None, None
+        current_nids = self._auth_nids(batch, room, event, current)
+        if current_nids == before_nids:
+            return None, None
+        soft_failed = decision.check_against_state(
+            event, self._auth_events(batch, room, current_nids), room.version
+        )
+        return None, soft_failed
+
+    def _backfilled(
+        self, batch: Batch, room: RoomState, loaded: LoadedEvent, state_before: StateAt
+    ) -> None:
+        """An accepted `old` event: announced with the visibility in effect at it; the
+        room's current state and extremities stay as they are."""
+        at_event = self._cache.state_after(batch, room, loaded).entries
+        self._outputs.old_room_event(
+            room, loaded, self._history_visibility(batch, room, at_event)
+        )
+        if loaded.event.type == "m.room.redaction":
+            # A backfilled redaction is history like any other: it applies too.
+            self._handle_redaction(batch, room, loaded, state_before.entries)
+
+    def _advance_room(
+        self,
+        batch: Batch,
+        room: RoomState,
+        loaded: LoadedEvent,
+        item: InputRoomEvent,
+        prev_events: Sequence[LoadedEvent],
+        result: BatchResult,
+    ) -> tuple[dict[StateKeyTuple, EventNID], dict[StateKeyTuple, EventNID]]:
+        """Step 5: the new forward extremities and current state; returns the current
+        state's change as (removed, added)."""
         old_current = room.current_state(batch)
         after = self._cache.state_after(batch, room, loaded)
         if item.has_state:
@@ -318,11 +383,9 @@ class InputHandler:
         if len(extremities) == 1:
             new_current = after
         else:
+            tips = self._cache.load(batch, room, extremities)
             new_current = self._resolve(
-                batch,
-                room,
-                [self._cache.state_after(batch, room, self._cache.load(batch, room, [n])[n])
-                 for n in extremities],
+                batch, room, [self._cache.state_after(batch, room, tips[n]) for n in extremities],
                 result,
             )
         if (
@@ -339,11 +402,23 @@ class InputHandler:
         room.forward_extremities = extremities
         room.set_current(new_current)
         self._update_memberships(batch, room, added)
+        return removed, added
 
-        # Step 6: outputs.
+    def _publish(
+        self,
+        batch: Batch,
+        room: RoomState,
+        loaded: LoadedEvent,
+        item: InputRoomEvent,
+        removed: Mapping[StateKeyTuple, EventNID],
+        added: Mapping[StateKeyTuple, EventNID],
+    ) -> None:
+        """Step 6: the new_room_event, and the invite outputs it causes."""
+        extremities = room.forward_extremities
         referenced = {*extremities, *added.values(), *removed.values()}
-        loaded_refs = self._cache.load(batch, room, referenced)
-        event_ids = {nid: e.event_id for nid, e in loaded_refs.items()}
+        event_ids = {
+            nid: e.event_id for nid, e in self._cache.load(batch, room, referenced).items()
+        }
         self._outputs.new_room_event(
             room,
             loaded,
@@ -358,9 +433,6 @@ class InputHandler:
         )
         room.last_sent_event_id = loaded.event_id
         self._invites(batch, room, loaded)
-        if event.type == "m.room.redaction":
-            self._handle_redaction(batch, room, loaded, state_before.entries)
-        return Outcome.ACCEPTED
 
     # ---------------------------------------------------------------- steps
 
