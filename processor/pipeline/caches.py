@@ -10,10 +10,9 @@ Whatever a failed batch wrote must not survive in here: the caller drops the who
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from processor.core.decision import state_after
 from processor.core.nids import (
@@ -31,40 +30,13 @@ from processor.matrix.room_versions import RoomVersion, room_version
 from processor.matrix.state_res.auth_chain import AuthChainIndex
 from processor.matrix.state_res.source import StateResEvent
 from processor.storage.base import Batch, EventRecord, RedactionRecord, RoomRecord
+from processor.storage.caches import LRU
 
 NO_SNAPSHOT = StateSnapshotNID(0)
 
 if TYPE_CHECKING:
     from processor.pipeline.handler import Decoded
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class LRU(Generic[K, V]):
-    """A bounded mapping that forgets the least recently used entry."""
-
-    def __init__(self, capacity: int) -> None:
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        if len(self._data) > self._capacity:
-            self._data.popitem(last=False)
-
-    def pop(self, key: K) -> None:
-        self._data.pop(key, None)
-
-    def clear(self) -> None:
-        self._data.clear()
 
 
 class StateAt:
@@ -371,9 +343,19 @@ class RoomCache:
             )
             nid = outlier_nid
         else:
-            nid = self._insert_row(
-                batch, room, event, key, outlier, rejection_reason, state_snapshot_nid,
-                auth_event_nids, prev_event_nids, json,
+            nid = batch.insert_event(
+                room_nid=room.record.room_nid,
+                event_id=event.event_id,
+                type_nid=key[0] if key else self.type_nid(batch, event.type),
+                state_key_nid=key[1] if key else StateKeyNID(0),
+                depth=event.depth,
+                outlier=outlier,
+                rejected=rejection_reason is not None,
+                rejection_reason=rejection_reason,
+                state_snapshot_nid=state_snapshot_nid,
+                auth_event_nids=auth_event_nids,
+                prev_event_nids=prev_event_nids,
+                json=json,
             )
         loaded = LoadedEvent(
             nid=EventNID(nid),
@@ -397,34 +379,6 @@ class RoomCache:
         if all(a in index for a in auth_event_nids):
             index.add(loaded.nid, key, auth_event_nids)
         return loaded
-
-    def _insert_row(
-        self,
-        batch: Batch,
-        room: RoomState,
-        event: Event,
-        key: StateKeyTuple | None,
-        outlier: bool,
-        rejection_reason: str | None,
-        state_snapshot_nid: StateSnapshotNID,
-        auth_event_nids: tuple[EventNID, ...],
-        prev_event_nids: tuple[EventNID, ...],
-        json: bytes,
-    ) -> EventNID:
-        return batch.insert_event(
-            room_nid=room.record.room_nid,
-            event_id=event.event_id,
-            type_nid=key[0] if key else self.type_nid(batch, event.type),
-            state_key_nid=key[1] if key else StateKeyNID(0),
-            depth=event.depth,
-            outlier=outlier,
-            rejected=rejection_reason is not None,
-            rejection_reason=rejection_reason,
-            state_snapshot_nid=state_snapshot_nid,
-            auth_event_nids=auth_event_nids,
-            prev_event_nids=prev_event_nids,
-            json=json,
-        )
 
     # ------------------------------------------------------------ state
 
