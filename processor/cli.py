@@ -46,43 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"roomserver {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    kafka_help = argparse.RawDescriptionHelpFormatter
 
-    run = sub.add_parser(
-        "run",
-        help="the service: Kafka input -> PostgreSQL -> Kafka output",
-        epilog=settings_help(),
-        formatter_class=kafka_help,
-    )
-    _add_settings_args(run)
+    def kafka_command(name: str, help: str) -> argparse.ArgumentParser:
+        """A subcommand that talks to Kafka: it takes every setting (listed in its help)."""
+        command = sub.add_parser(
+            name,
+            help=help,
+            epilog=settings_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_settings_args(command)
+        return command
+
+    run = kafka_command("run", "the service: Kafka input -> PostgreSQL -> Kafka output")
     run.add_argument("--metrics-port", dest="metrics_port", type=int)
-
-    produce = sub.add_parser(
-        "produce",
-        help="publish JSON-lines InputRoomEvents to the input topic, keyed by room ID",
-        epilog=settings_help(),
-        formatter_class=kafka_help,
+    produce = kafka_command(
+        "produce", "publish JSON-lines InputRoomEvents to the input topic, keyed by room ID"
     )
-    _add_settings_args(produce)
     produce.add_argument("file", help="JSON-lines file, or - for standard input")
-
-    tail = sub.add_parser(
-        "tail",
-        help="print output events as JSON lines",
-        epilog=settings_help(),
-        formatter_class=kafka_help,
-    )
-    _add_settings_args(tail)
+    tail = kafka_command("tail", "print output events as JSON lines")
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--limit", type=int, default=0, help="stop after N messages")
-
-    rebuild = sub.add_parser(
-        "rebuild",
-        help="replay the input topic from offset 0 into an empty database",
-        epilog=settings_help(),
-        formatter_class=kafka_help,
+    rebuild = kafka_command(
+        "rebuild", "replay the input topic from offset 0 into an empty database"
     )
-    _add_settings_args(rebuild)
     rebuild.add_argument(
         "--output-topic", default="", help="publish outputs to this topic (default: none)"
     )
