@@ -4,30 +4,39 @@ Outputs (and dead letters) are written to the outbox in the same transaction as 
 batch that caused them. The relay for an input partition publishes that partition's outbox
 rows in `seq` order to the same partition number of the output topic (dead letters, the rows
 with an empty room ID, to the same partition number of the dead-letter topic), each record
-carrying its `seq` in a header, and deletes what Kafka acknowledged.
+carrying its `seq` in a header, and deletes them once Kafka holds them.
 
-Rows are sent in runs of one topic; a run must be acknowledged before the next starts, and
-within a partition the idempotent producer keeps order. So what reached Kafka is always a
-prefix of the outbox in `seq` order. After a crash between "Kafka acknowledged" and "rows
-deleted", the relay that takes the partition over reads the last record of both partitions,
-takes the larger `seq`, and deletes every row up to it: what Kafka already holds is never
-sent twice.
+Each pass publishes in one **Kafka transaction**, with a producer whose transactional ID
+belongs to the input partition (`relay_transactional_id`). So:
 
-That recovery runs inside the relay, before its first send and again after any failed send
-(Kafka may hold part of the failed run): no code path can publish a partition's outbox
-without it. Rows committed by this process after the takeover have larger `seq` values
-than anything an earlier owner wrote (one database sequence), so they are never forgotten.
+- a pass is in Kafka entirely or not at all (consumers read `read_committed`), and what
+  Kafka holds is always a prefix of the outbox in `seq` order;
+- an owner that lost the partition without noticing (paused, cut off from Kafka beyond its
+  session timeout: a "zombie") is fenced: the new owner's producer starts with the same
+  transactional ID, which aborts the old producer's open transaction and makes its next one
+  fail with `ProducerFenced`. The relay then stops for good; it never starts a new producer
+  for that partition (that would fence the rightful owner in turn).
+
+Recovery: after a crash between "Kafka committed" and "rows deleted", the relay that takes
+the partition over reads the last record of both partitions, takes the larger `seq`, and
+deletes every row up to it, so what Kafka already holds is never sent twice. Recovery runs
+inside the relay — after its producer has started (and fenced the previous one), before its
+first send, and again after any failed pass — so no code path can publish without it. Rows
+committed after the takeover have larger `seq` values than anything an earlier owner wrote
+(one database sequence), so recovery never forgets them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ProducerFenced
 
 from processor.storage.base import OutboxRecord, Store
 
@@ -44,6 +53,12 @@ class RelayTarget:
     dead_letter_topic: str
 
 
+def relay_transactional_id(target: RelayTarget, partition: int) -> str:
+    """One transactional ID per output partition: whoever relays it fences the previous
+    relayer. Named after the output topic, so a rebuild into another topic is separate."""
+    return f"roomserver.relay.{target.output_topic}.{partition}"
+
+
 class _MessageType(msgspec.Struct):
     type: str = ""
 
@@ -55,30 +70,26 @@ def target_topic(record: OutboxRecord, target: RelayTarget) -> str:
     return target.dead_letter_topic if not record.room_id else target.output_topic
 
 
-def _runs(records: list[OutboxRecord]) -> list[list[OutboxRecord]]:
-    """Consecutive rows bound for the same topic."""
-    runs: list[list[OutboxRecord]] = []
-    for record in records:
-        if runs and bool(runs[-1][-1].room_id) == bool(record.room_id):
-            runs[-1].append(record)
-        else:
-            runs.append([record])
-    return runs
-
-
 class TailUnreadable(Exception):
     """The last record of an output partition could not be read: recovery cannot tell what
     Kafka holds, so the relay sends nothing rather than guess."""
 
 
-#: Fetch attempts for the last record before giving up (`TailUnreadable`).
-TAIL_READ_ATTEMPTS = 20
+class RelayFenced(Exception):
+    """Another instance relays this partition now (its producer fenced ours)."""
+
+
+#: Fetches allowed while reading an output partition's tail before giving up.
+TAIL_READ_FETCHES = 50
 
 
 async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
     """The `seq` header of the last record in an output partition (0 when it is empty).
 
-    The consumer must not be subscribed; it is assigned `tp` for this read only.
+    The consumer must not be subscribed and must read `read_committed`; it is assigned `tp`
+    for this read only. The last offsets of a partition written in transactions hold commit
+    markers, which consumers never see, so the read starts a little before the end and
+    widens the window until it finds a record.
     """
     consumer.assign([tp])
     end = (await consumer.end_offsets([tp]))[tp]
@@ -88,22 +99,34 @@ async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> in
     # assign() starts a position reset; a seek made before it finishes is overwritten (and
     # with "latest" the read would find nothing and answer 0: everything sent twice).
     await consumer.position(tp)
-    for _ in range(TAIL_READ_ATTEMPTS):
-        consumer.seek(tp, end - 1)
-        batch = await consumer.getmany(tp, timeout_ms=1000)
-        for record in batch.get(tp, []):
-            if record.offset == end - 1:
-                for key, value in record.headers or ():
-                    if key == SEQ_HEADER:
-                        return int(value)
+    window = 8
+    fetches = 0
+    while True:
+        start = max(beginning, end - window)
+        consumer.seek(tp, start)
+        last = None
+        while await consumer.position(tp) < end:
+            fetches += 1
+            if fetches > TAIL_READ_FETCHES:
                 raise TailUnreadable(
-                    f"{tp.topic}[{tp.partition}] offset {record.offset} has no {SEQ_HEADER} "
-                    "header: another producer writes to the roomserver's output topic"
+                    f"{tp.topic}[{tp.partition}]: offsets {start}..{end - 1} not read in "
+                    f"{TAIL_READ_FETCHES} fetches"
                 )
-    raise TailUnreadable(
-        f"{tp.topic}[{tp.partition}]: the record at offset {end - 1} was not returned "
-        f"in {TAIL_READ_ATTEMPTS} fetches"
-    )
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batch.get(tp, []):
+                if record.offset < end:
+                    last = record
+        if last is not None:
+            for key, value in last.headers or ():
+                if key == SEQ_HEADER:
+                    return int(value)
+            raise TailUnreadable(
+                f"{tp.topic}[{tp.partition}] offset {last.offset} has no {SEQ_HEADER} "
+                "header: another producer writes to the roomserver's output topic"
+            )
+        if start == beginning:
+            return 0  # only markers and aborted records
+        window *= 8
 
 
 class TailReader:
@@ -122,34 +145,50 @@ class TailReader:
 
 
 class OutboxRelay:
-    """Relays one input partition's outbox. `run_once` is called after each committed batch."""
+    """Relays one input partition's outbox. `run_once` is called after each committed batch;
+    `close` when the partition is released."""
 
     def __init__(
         self,
         store: Store,
-        producer: AIOKafkaProducer,
         partition: int,
         target: RelayTarget,
         tail: TailReader,
+        producer_options: Mapping[str, object],
         *,
         on_relayed: Callable[[int], None] | None = None,
         limit: int = 2000,
     ) -> None:
         self._store = store
-        self._producer = producer
         self._partition = partition
         self._target = target
         self._tail = tail
+        self._producer_options = dict(producer_options)
         self._on_relayed = on_relayed
         self._limit = limit
         self._lock = asyncio.Lock()
+        self._producer: AIOKafkaProducer | None = None
         #: False until the rows Kafka already holds have been forgotten, and again after a
-        #: failed send.
+        #: failed pass.
         self._recovered = False
+        self._fenced = False
 
     @property
-    def recovered(self) -> bool:
-        return self._recovered
+    def fenced(self) -> bool:
+        return self._fenced
+
+    async def _start(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            transactional_id=relay_transactional_id(self._target, self._partition),
+            **self._producer_options,
+        )
+        try:
+            await producer.start()  # InitProducerId: fences the previous owner's producer
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        return producer
 
     async def _recover(self) -> None:
         """Forget outbox rows that Kafka already holds (see the module docstring)."""
@@ -176,50 +215,62 @@ class OutboxRelay:
     async def run_once(self) -> int:
         """Publish everything in the outbox for this partition; returns how many.
 
-        Raises what the producer raised when a send fails; the rows stay in the outbox and
-        the next call recovers first, so a retry sends only what Kafka does not hold.
+        Raises `RelayFenced` once another instance relays the partition, and what the
+        producer raised when a pass fails; the rows then stay in the outbox and the next
+        call recovers first, so a retry sends only what Kafka does not hold.
         """
         sent = 0
         async with self._lock:
+            if self._fenced:
+                raise RelayFenced(f"partition {self._partition}: relayed by another instance")
+            producer = self._producer or await self._start()
             if not self._recovered:
                 await self._recover()
             while True:
                 records = await asyncio.to_thread(self._select)
                 if not records:
                     return sent
-                for run in _runs(records):
-                    await self._send_run(run)
+                await self._publish(producer, records)
                 await asyncio.to_thread(self._delete, records[-1].seq)
                 sent += len(records)
                 if self._on_relayed is not None:
                     self._on_relayed(len(records))
 
-    async def _send_run(self, run: list[OutboxRecord]) -> None:
-        topic = target_topic(run[0], self._target)
-        futures: list[asyncio.Future[object]] = []
+    async def _publish(self, producer: AIOKafkaProducer, records: list[OutboxRecord]) -> None:
+        """One Kafka transaction: all of `records` become visible, or none."""
         try:
-            for record in run:
-                headers = [
-                    (SEQ_HEADER, str(record.seq).encode()),
-                    (ROOM_HEADER, record.room_id.encode()),
-                    (TYPE_HEADER, _message_type.decode(record.payload).type.encode()),
-                ]
-                futures.append(
-                    await self._producer.send(
-                        topic,
-                        record.payload,
-                        key=record.room_id.encode(),
-                        partition=self._partition,
-                        headers=headers,
+            async with producer.transaction():
+                futures = []
+                for record in records:
+                    headers = [
+                        (SEQ_HEADER, str(record.seq).encode()),
+                        (ROOM_HEADER, record.room_id.encode()),
+                        (TYPE_HEADER, _message_type.decode(record.payload).type.encode()),
+                    ]
+                    futures.append(
+                        await producer.send(
+                            target_topic(record, self._target),
+                            record.payload,
+                            key=record.room_id.encode(),
+                            partition=self._partition,
+                            headers=headers,
+                        )
                     )
-                )
-            await asyncio.gather(*futures)
-        except Exception:
-            # Part of the run may be in Kafka, or still get there: let every send settle,
-            # then read the tail again before the next attempt.
+                await asyncio.gather(*futures)
+        except ProducerFenced as e:
+            self._fenced = True
             self._recovered = False
-            await asyncio.gather(*futures, return_exceptions=True)
-            raise
+            raise RelayFenced(
+                f"partition {self._partition}: another instance's relay fenced this one"
+            ) from e
         except BaseException:
             self._recovered = False
             raise
+
+    async def close(self) -> None:
+        """Stop the producer (the partition was released). Waits for the relay's lock."""
+        async with self._lock:
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
+                self._producer = None

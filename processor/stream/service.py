@@ -8,8 +8,17 @@ order, one database transaction per partition batch.
 Exactly once (design §6): the next input offset is stored in PostgreSQL in the batch's own
 transaction, with a compare-and-set on the offset the batch started from, so a stale owner
 after a rebalance cannot apply a batch twice; on assignment the consumer seeks to the stored
-offset (Kafka's committed offsets exist only for lag tooling). Outputs go to the outbox in
-that transaction and the relay publishes them (see `outbox_relay`).
+offset (Kafka's committed offsets exist only for lag tooling); a batch that loses the
+compare-and-set is dropped and the partition is read again from the stored offset, never
+skipped. Outputs go to the outbox in that transaction and each partition's relay publishes
+them in Kafka transactions that fence a previous owner (see `outbox_relay`); a relay that
+finds itself fenced makes the consumer rejoin the group.
+
+Failures: a batch whose database transaction fails is retried from its first offset after
+`RETRY_SECONDS`; a relay pass that fails leaves its rows in the outbox and is retried; a
+consumer that stops delivering while lag remains (`Health.stalled`) is replaced. None of
+them stops the service; SIGTERM (`stop`) ends the loop after the batches in flight, relays
+what they committed, and leaves the group.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -34,7 +43,13 @@ from processor.pipeline.outputs import OutputBuilder
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.stream.kafka_settings import kafka_client_options
-from processor.stream.outbox_relay import OutboxRelay, RelayTarget, TailReader, TailUnreadable
+from processor.stream.outbox_relay import (
+    OutboxRelay,
+    RelayFenced,
+    RelayTarget,
+    TailReader,
+    TailUnreadable,
+)
 from processor.stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -123,7 +138,11 @@ class RoomserverService:
         self.workers: dict[int, PartitionWorker] = {}
         self._stop = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        #: Options of the relays' transactional producers (one per partition).
+        self._producer_options: dict[str, object] = {}
+        #: Set when a relay finds itself fenced: this instance lost partitions without
+        #: noticing, so the consumer rejoins the group to learn what it owns.
+        self._rejoin = False
         self._tail_reader: AIOKafkaConsumer | None = None
         self._tail: TailReader | None = None
         self._commit: asyncio.Task[None] | None = None
@@ -148,18 +167,17 @@ class RoomserverService:
         publishes what earlier owners left in the outbox; its first run forgets the rows
         Kafka already holds (`OutboxRelay.run_once` always recovers before sending).
         """
-        assert self._consumer is not None and self._producer is not None
-        assert self._tail is not None
+        assert self._consumer is not None and self._tail is not None
         store = self._require_store()
         offsets = await asyncio.to_thread(self._stored_offsets, store, partitions)
         fresh: list[PartitionWorker] = []
         for p in partitions:
             relay = OutboxRelay(
                 store,
-                self._producer,
                 p,
                 RelayTarget(self.settings.output_topic, self.settings.dead_letter_topic),
                 self._tail,
+                self._producer_options,
                 on_relayed=self._relayed_counter(p),
             )
             worker = PartitionWorker(
@@ -202,6 +220,7 @@ class RoomserverService:
             async with worker.lock:  # let an in-flight batch finish first
                 if self._output_enabled:
                     await self._relay(worker)  # what fails stays for the next owner
+                await worker.relay.close()
             log.info("partition %d released", p)
 
     async def _relay(self, worker: PartitionWorker) -> bool:
@@ -209,6 +228,12 @@ class RoomserverService:
         leaves the rows in the outbox; the main loop retries after `RETRY_SECONDS`."""
         try:
             await worker.relay.run_once()
+        except RelayFenced as e:
+            worker.relay_retry_at = None  # never: only a new assignment relays it again
+            if not self._rejoin:
+                log.warning("%s; rejoining the consumer group", e)
+            self._rejoin = True
+            return False
         except (KafkaError, StorageError, TailUnreadable) as e:
             worker.relay_retry_at = time.monotonic() + RETRY_SECONDS
             log.warning(
@@ -359,14 +384,12 @@ class RoomserverService:
         self._max_message_bytes = min(
             self._max_message_bytes, layout.output_max_message_bytes
         )
-        self._producer = AIOKafkaProducer(
-            enable_idempotence=True,
-            linger_ms=2,
-            max_batch_size=256 * 1024,
-            max_request_size=self._max_message_bytes + 64 * 1024,
+        self._producer_options = {
+            "linger_ms": 2,
+            "max_batch_size": 256 * 1024,
+            "max_request_size": self._max_message_bytes + 64 * 1024,
             **options,
-        )
-        await self._producer.start()
+        }
         self._tail_reader = AIOKafkaConsumer(
             enable_auto_commit=False, isolation_level="read_committed", **options
         )
@@ -409,9 +432,16 @@ class RoomserverService:
                 if now - last_lag > 1.0:
                     last_lag = now
                     # The lag itself is measured by `watch_lag`, beside this loop.
-                    if self.health.stalled():
+                    stalled = self.health.stalled()
+                    if stalled or self._rejoin:
                         # aiokafka consumers can hang after a broker restart: recreate it.
-                        log.warning("consumer stalled with lag %d; restarting it", self.health.lag)
+                        # A fenced relay (see outbox_relay) gets the same: the new consumer
+                        # joins the group afresh and is told what it owns now.
+                        if stalled:
+                            log.warning(
+                                "consumer stalled with lag %d; restarting it", self.health.lag
+                            )
+                        self._rejoin = False
                         self.metrics.consumer_restarts.inc()
                         await self.release(list(self.workers))
                         await consumer.stop()
@@ -425,7 +455,6 @@ class RoomserverService:
             await self.release(list(self.workers))
             await consumer.stop()
             await self._tail_reader.stop()
-            await self._producer.stop()
             if self._store is not None:
                 await asyncio.to_thread(self._store.close)
                 self._store = None

@@ -69,6 +69,13 @@ class ServiceProcess:
             self._proc.send_signal(signal.SIGKILL)
         self._proc.wait(30)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes mid-whatever (a long GC pause, a stalled VM)."""
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._proc.send_signal(signal.SIGCONT)
+
     def terminate(self, timeout: float) -> int:
         """SIGTERM, then the exit status (raises `subprocess.TimeoutExpired` if it hangs)."""
         if self._proc.poll() is None:
@@ -82,4 +89,5 @@ class ServiceProcess:
         """Make sure the child is gone (test teardown)."""
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGKILL)
+            self._proc.send_signal(signal.SIGCONT)
             self._proc.wait(30)

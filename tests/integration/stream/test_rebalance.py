@@ -17,7 +17,9 @@ from pathlib import Path
 from processor.stream.service import RoomserverService
 from tests.fault.exactly_once import produce_by_room
 from tests.fault.scenario import Progress, make_scenario
+from tests.fault.service_process import ServiceProcess
 from tests.fixtures.kafka import NewTopicFactory
+from tests.integration.stream.test_faults import wait_for
 
 WAIT_S = 60.0
 
@@ -90,3 +92,47 @@ async def test_instance_joins_then_leaves_exactly_once(
                              return_exceptions=True)
         progress.close()
     await asyncio.to_thread(scenario.check)
+
+
+def test_paused_instance_is_fenced_when_it_wakes_up(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+) -> None:
+    """A "zombie": instance A freezes (SIGSTOP) right after a commit, past its session
+    timeout; the group gives its partitions to B, which carries on. When A wakes up it is
+    still mid-batch or mid-relay and believes it owns the partitions: its database writes
+    are fenced by the stored offsets, its relay by B's transactional producers. Nothing is
+    lost or duplicated."""
+    scenario = make_scenario(
+        kafka_bootstrap_servers, database_url, new_topic, tmp_path,
+        rooms=6, events=1500, seed=32, batch_size=20, produce=False,
+    )
+    settings = scenario.settings
+    inputs = scenario.inputs
+    first, second = inputs[:900], inputs[900:]
+    progress = Progress(database_url, settings.input_topic)
+    a = ServiceProcess(settings, tmp_path / "a.log")
+    b: ServiceProcess | None = None
+    try:
+        asyncio.run(produce_by_room(kafka_bootstrap_servers, settings.input_topic, first))
+        wait_for(progress.reached(300), a, "A's first commits")
+        a.pause()
+        paused_at = progress.processed()
+        b = ServiceProcess(settings, tmp_path / "b.log")
+        # B gets the partitions once A's session has timed out, then carries on.
+        wait_for(progress.reached(paused_at + 100), b, "B's commits after A froze")
+        asyncio.run(produce_by_room(kafka_bootstrap_servers, settings.input_topic, second))
+        wait_for(progress.reached(paused_at + 200), b, "B working on the second half")
+        a.resume()
+        # Both carry on after A rejoins the group: wait until the rest is done.
+        wait_for(lambda: progress.done(len(inputs)), b, "all input committed and relayed")
+        assert a.terminate(WAIT_S) == 0, a.log()
+        assert b.terminate(WAIT_S) == 0, b.log()
+    finally:
+        progress.close()
+        a.close()
+        if b is not None:
+            b.close()
+    scenario.check()
