@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -181,6 +183,44 @@ class OutputWatcher:
             await self._consumer.stop()
 
 
+# ---------------------------------------------------------------- the service's metrics
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The service's /metrics, summed over labels (name -> value)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    totals: dict[str, float] = {}
+    body = response.partition(b"\r\n\r\n")[2].decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                continue
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def describe_batches(before: dict[str, float], after: dict[str, float], wall: float) -> str:
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("roomserver_batch_seconds_count")
+    if not batches:
+        return "    service: no batches"
+    events = delta("roomserver_events_total")
+    busy = delta("roomserver_batch_seconds_sum")
+    return (
+        f"    service: {batches:,.0f} batches, {events / batches:,.1f} events per batch, "
+        f"{busy / batches * 1000:.1f} ms per batch (handler + commit, without the relay); "
+        f"batches busy {busy / wall:.0%} of the phase (summed over partitions); "
+        f"{delta('roomserver_state_resolutions_total'):,.0f} state resolutions, "
+        f"{delta('roomserver_state_resolution_seconds_sum') * 1000:,.0f} ms"
+    )
+
+
 # ---------------------------------------------------------------- services
 
 
@@ -198,7 +238,7 @@ def scratch_database(server_url: str, label: str) -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-def service_env(settings: Settings) -> dict[str, str]:
+def service_env(settings: Settings, metrics_port: int = 0) -> dict[str, str]:
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -209,6 +249,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "ROOMSERVER_INPUT_PARTITIONS": str(settings.input_partitions),
         "ROOMSERVER_CONSUMER_GROUP": settings.consumer_group,
         "ROOMSERVER_BATCH_SIZE": str(settings.batch_size),
+        "ROOMSERVER_METRICS_PORT": str(metrics_port),
     }
 
 
@@ -221,6 +262,13 @@ async def producer_for(settings: Settings, linger_ms: int) -> AIOKafkaProducer:
     )
     await producer.start()
     return producer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -251,7 +299,7 @@ async def warm_up(settings: Settings, watcher: OutputWatcher, producer: AIOKafka
 
 async def throughput(
     settings: Settings, watcher: OutputWatcher, producer: AIOKafkaProducer, traffic: Traffic
-) -> None:
+) -> float:
     expected = {h for h in traffic.hashes if h is not None}
     started = time.perf_counter()
     futures = [
@@ -270,6 +318,7 @@ async def throughput(
           f"[target >= 10,000]")
     if missing:
         print(f"    WARNING: {len(missing)} accepted events produced no output")
+    return seconds
 
 
 async def latency(
@@ -278,7 +327,7 @@ async def latency(
     producer: AIOKafkaProducer,
     traffic: Traffic,
     rate: float,
-) -> None:
+) -> float:
     sent: dict[str, float] = {}
     started = time.perf_counter()
     for index, (line, key, content_hash) in enumerate(
@@ -298,7 +347,7 @@ async def latency(
     )
     if not latencies:
         print("(b) latency: no outputs seen")
-        return
+        return time.perf_counter() - started
     print(f"(b) produce-to-output latency at {rate:,.0f} events/s over "
           f"{len(traffic.lines):,} events ({len(latencies):,} outputs matched; producer "
           f"finished {behind * 1000:.0f} ms behind schedule): p50 "
@@ -307,6 +356,7 @@ async def latency(
           f"[target p99 <= 100 ms]")
     if missing:
         print(f"    WARNING: {len(missing)} accepted events produced no output")
+    return time.perf_counter() - started
 
 
 def rebuild(settings: Settings, database_url: str, log_path: Path) -> None:
@@ -365,9 +415,10 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         await commands.create_topics(settings)
         service_log = logs / "run.log"
+        port = free_port()
         with service_log.open("wb") as log:
             service = subprocess.Popen(
-                [*ROOMSERVER, "run"], env=service_env(settings), stdin=subprocess.DEVNULL,
+                [*ROOMSERVER, "run"], env=service_env(settings, port), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         watcher = OutputWatcher(settings, args.partitions)
@@ -377,9 +428,13 @@ async def main_async(args: argparse.Namespace) -> None:
         try:
             await warm_up(settings, watcher, producer)
             if not args.skip_throughput:
-                await throughput(settings, watcher, producer, load)
+                before = await scrape(port)
+                wall = await throughput(settings, watcher, producer, load)
+                print(describe_batches(before, await scrape(port), wall))
             if args.latency_seconds > 0:
-                await latency(settings, watcher, paced_producer, paced, args.rate)
+                before = await scrape(port)
+                wall = await latency(settings, watcher, paced_producer, paced, args.rate)
+                print(describe_batches(before, await scrape(port), wall))
         finally:
             await producer.stop()
             await paced_producer.stop()
