@@ -27,11 +27,10 @@ from processor.config import Settings
 from processor.generate import iter_generate
 from processor.matrix.hashing import add_content_hash
 from processor.stream import commands
-from processor.stream.service import RoomserverService
 from schemas.codecs import decode_dead_letter
 from schemas.dead_letter import DeadLetterReason
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.topic_reader import read_topic
+from tests.integration.stream.topic_reader import read_topic, run_to_end
 
 MISSING_ID = "$" + "A" * 43  # a well-formed v4+ event ID that no input ever carried
 
@@ -119,7 +118,7 @@ async def test_every_dead_letter_case_reaches_the_topic_and_the_partition_flows(
     assert produced == len(lines)
     ends = await commands.input_end_offsets(settings)
     assert ends == {0: len(lines)}
-    await RoomserverService(settings, stop_at=ends).run()
+    await run_to_end(settings)
 
     dead = [
         decode_dead_letter(r.value or b"")

@@ -26,11 +26,10 @@ from processor.generate.traffic import write_jsonl
 from processor.room_state import print_room_state
 from processor.storage import open_store
 from processor.stream import commands
-from processor.stream.service import RoomserverService
 from schemas.codecs import decode_dead_letter
 from tests.fixtures.kafka import NewTopicFactory
 from tests.fixtures.postgres import database_name, with_database
-from tests.integration.stream.topic_reader import outputs_by_room, read_topic
+from tests.integration.stream.topic_reader import outputs_by_room, read_topic, run_to_end
 
 MALFORMED = b'{"kind": "new", "event": not json'
 
@@ -100,7 +99,7 @@ async def test_rebuild_reaches_the_same_state_and_outputs(
     # The original run, until it has processed everything produced (and relayed it all).
     ends = await commands.input_end_offsets(settings)
     assert sum(ends.values()) == 1201
-    await RoomserverService(settings, stop_at=ends).run()
+    await run_to_end(settings)
     original = outputs_by_room(
         await _values(settings, settings.output_topic)
     )
@@ -153,7 +152,7 @@ async def test_rebuild_without_output_topic_publishes_nothing(
     write_jsonl(generate(rooms=3, events=300, room_version="10", seed=4), text)
     await commands.produce(settings, io.BytesIO(text.getvalue().encode()))
     ends = await commands.input_end_offsets(settings)
-    await RoomserverService(settings, stop_at=ends).run()
+    await run_to_end(settings)
     outputs = await _values(settings, settings.output_topic)
 
     summary = await commands.rebuild_database(
@@ -191,7 +190,7 @@ async def test_rebuild_refuses_a_database_that_is_not_empty(
     text = io.StringIO()
     write_jsonl(generate(rooms=1, events=20, room_version="10", seed=1), text)
     await commands.produce(settings, io.BytesIO(text.getvalue().encode()))
-    await RoomserverService(settings, stop_at=await commands.input_end_offsets(settings)).run()
+    await run_to_end(settings)
 
     with pytest.raises(ConfigError, match=r"is not empty: it has processed .* up to offsets"):
         await commands.rebuild_database(settings, f"{prefix}.rebuilt")

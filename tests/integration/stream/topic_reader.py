@@ -1,4 +1,5 @@
-"""Test helpers: read a whole topic (up to its end offsets now), group outputs by room.
+"""Test helpers: read a whole topic (up to its end offsets now), group outputs by room, run
+the service until it has caught up with the input topic.
 
 Reading "up to the end offsets seen at the start" needs no timeout as synchronisation: the
 reader stops when every partition's position has reached its end offset.
@@ -6,12 +7,18 @@ reader stops when every partition's position has reached its end offset.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
 import msgspec
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+
+from processor.config import Settings
+from processor.stream import commands
+from processor.stream.service import RoomserverService
 
 
 async def read_topic(
@@ -55,3 +62,18 @@ def outputs_by_room(payloads: list[bytes]) -> dict[str, list[dict[str, Any]]]:
         message = msgspec.json.decode(payload)
         rooms[message["room_id"]].append(message)
     return dict(rooms)
+
+
+#: A guard against a hung service, not a synchronisation: a run ends on its own.
+RUN_TIMEOUT_SECONDS = 120.0
+
+
+async def run_to_end(settings: Settings) -> RoomserverService:
+    """Run the service until it has processed the input topic up to its end offsets now
+    (and relayed every output), as `rebuild` does; fails after RUN_TIMEOUT_SECONDS."""
+    service = RoomserverService(settings, stop_at=await commands.input_end_offsets(settings))
+    try:
+        await asyncio.wait_for(service.run(), RUN_TIMEOUT_SECONDS)
+    except TimeoutError:
+        pytest.fail(f"the service did not catch up within {RUN_TIMEOUT_SECONDS} s")
+    return service
