@@ -17,6 +17,10 @@ belongs to the input partition (`relay_transactional_id`). So:
   fail with `ProducerFenced`. The relay then stops for good; it never starts a new producer
   for that partition (that would fence the rightful owner in turn).
 
+The relay runs as a task of its own (`start`, `notify` after each committed batch, `close`
+when the partition is released), so processing never waits for Kafka: a pass takes
+everything committed since the last one. A failed pass is retried after `RETRY_SECONDS`.
+
 Recovery: after a crash between "Kafka committed" and "rows deleted", the relay that takes
 the partition over reads the last record of both partitions, takes the larger `seq`, and
 deletes every row up to it, so what Kafka already holds is never sent twice. Recovery runs
@@ -36,8 +40,9 @@ from dataclasses import dataclass
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 
+from processor.errors import StorageError
 from processor.storage.base import OutboxRecord, Store
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,9 @@ class TailUnreadable(Exception):
 class RelayFenced(Exception):
     """Another instance relays this partition now (its producer fenced ours)."""
 
+
+#: Pause before a failed pass is tried again.
+RETRY_SECONDS = 1.0
 
 #: Fetches allowed while reading an output partition's tail before giving up.
 TAIL_READ_FETCHES = 50
@@ -157,6 +165,7 @@ class OutboxRelay:
         producer_options: Mapping[str, object],
         *,
         on_relayed: Callable[[int], None] | None = None,
+        on_caught_up: Callable[[int], None] | None = None,
         limit: int = 2000,
     ) -> None:
         self._store = store
@@ -165,6 +174,11 @@ class OutboxRelay:
         self._tail = tail
         self._producer_options = dict(producer_options)
         self._on_relayed = on_relayed
+        self._on_caught_up = on_caught_up
+        #: The input offset after the last batch `notify` announced, and the one up to
+        #: which everything is relayed.
+        self._committed_offset = 0
+        self._caught_up_offset = 0
         self._limit = limit
         self._lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
@@ -172,6 +186,10 @@ class OutboxRelay:
         #: failed pass.
         self._recovered = False
         self._fenced = False
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._on_failure: Callable[[BaseException], None] = lambda e: None
 
     @property
     def fenced(self) -> bool:
@@ -226,9 +244,15 @@ class OutboxRelay:
             producer = self._producer or await self._start()
             if not self._recovered:
                 await self._recover()
+            # Batches announced so far are committed: the passes below relay their rows.
+            covered = self._committed_offset
             while True:
                 records = await asyncio.to_thread(self._select)
                 if not records:
+                    if covered > self._caught_up_offset:
+                        self._caught_up_offset = covered
+                        if self._on_caught_up is not None:
+                            self._on_caught_up(covered)
                     return sent
                 await self._publish(producer, records)
                 await asyncio.to_thread(self._delete, records[-1].seq)
@@ -267,8 +291,53 @@ class OutboxRelay:
             self._recovered = False
             raise
 
+    # ------------------------------------------------------------ the background task
+
+    def start(self, on_failure: Callable[[BaseException], None]) -> None:
+        """Relay in the background from now on: at once (what earlier owners left), then
+        after each `notify`. `on_failure` hears of every failed pass (`RelayFenced`: the task
+        ends; `KafkaError`, `StorageError`, `TailUnreadable`: retried; anything else is a
+        bug: the task ends with it)."""
+        self._on_failure = on_failure
+        self._task = asyncio.create_task(self._loop(), name=f"relay-{self._partition}")
+        self._wake.set()
+
+    def notify(self, next_offset: int) -> None:
+        """A batch was committed; `next_offset` follows it. Once its outputs are in Kafka,
+        `on_caught_up(next_offset)` says so."""
+        self._committed_offset = max(self._committed_offset, next_offset)
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except RelayFenced as e:
+                self._on_failure(e)
+                return
+            except (KafkaError, StorageError, TailUnreadable) as e:
+                self._on_failure(e)
+                if self._closing.is_set():
+                    return  # what is left stays in the outbox for the next owner
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), RETRY_SECONDS)
+                self._wake.set()
+                continue
+            except Exception as e:
+                self._on_failure(e)
+                raise
+            if self._closing.is_set() and not self._wake.is_set():
+                return
+
     async def close(self) -> None:
-        """Stop the producer (the partition was released). Waits for the relay's lock."""
+        """Relay what is committed (a last pass), then stop the task and the producer."""
+        self._closing.set()
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         async with self._lock:
             if self._producer is not None:
                 with contextlib.suppress(Exception):

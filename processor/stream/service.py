@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -76,8 +77,6 @@ class PartitionWorker:
     #: False (a rebuild with no output topic): outputs and dead letters are built, so stream
     #: positions advance as in the original run, but never written to the outbox.
     outputs_enabled: bool = True
-    #: When the relay failed, the monotonic time of the next attempt (None: no failure).
-    relay_retry_at: float | None = None
 
     def __post_init__(self) -> None:
         self.outputs = OutputBuilder(
@@ -143,6 +142,9 @@ class RoomserverService:
         #: Set when a relay finds itself fenced: this instance lost partitions without
         #: noticing, so the consumer rejoins the group to learn what it owns.
         self._rejoin = False
+        #: A relay's unexpected error (a bug): the service stops with it.
+        self._failed: BaseException | None = None
+        self._backlog: dict[int, int] = {}
         self._tail_reader: AIOKafkaConsumer | None = None
         self._tail: TailReader | None = None
         self._commit: asyncio.Task[None] | None = None
@@ -179,6 +181,7 @@ class RoomserverService:
                 self._tail,
                 self._producer_options,
                 on_relayed=self._relayed_counter(p),
+                on_caught_up=self._caught_up(p),
             )
             worker = PartitionWorker(
                 self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes,
@@ -191,10 +194,7 @@ class RoomserverService:
             log.info("partition %d assigned, resuming at offset %d", p, offsets[p])
         if self._output_enabled:
             for worker in fresh:
-                async with worker.lock:
-                    if await self._relay(worker):
-                        # Rows relayed or forgotten here were committed by an earlier owner.
-                        self.metrics.outbox_backlog.labels(str(worker.partition)).set(0)
+                worker.relay.start(self._relay_failed(worker.partition))
 
     def _stored_offsets(self, store: Store, partitions: list[int]) -> dict[int, int]:
         with store.batch() as batch:
@@ -209,8 +209,20 @@ class RoomserverService:
         return self._store
 
     def _relayed_counter(self, partition: int) -> Callable[[int], None]:
-        gauge = self.metrics.outbox_backlog.labels(str(partition))
-        return lambda n: gauge.dec(n)
+        return lambda n: self._count_backlog(partition, -n)
+
+    def _caught_up(self, partition: int) -> Callable[[int], None]:
+        def caught_up(next_offset: int) -> None:
+            self._positions[partition] = max(self._positions.get(partition, 0), next_offset)
+
+        return caught_up
+
+    def _count_backlog(self, partition: int, change: int) -> None:
+        """Outputs committed and not yet relayed. Rows an earlier owner left are relayed
+        but were never counted here: the count stops at 0."""
+        backlog = max(0, self._backlog.get(partition, 0) + change)
+        self._backlog[partition] = backlog
+        self.metrics.outbox_backlog.labels(str(partition)).set(backlog)
 
     async def release(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -218,39 +230,27 @@ class RoomserverService:
             if worker is None:
                 continue
             async with worker.lock:  # let an in-flight batch finish first
-                if self._output_enabled:
-                    await self._relay(worker)  # what fails stays for the next owner
+                # A last pass relays what the partition committed; what fails stays in the
+                # outbox for the next owner.
                 await worker.relay.close()
             log.info("partition %d released", p)
 
-    async def _relay(self, worker: PartitionWorker) -> bool:
-        """Publish the worker's outbox (the caller holds its lock). A failure is logged and
-        leaves the rows in the outbox; the main loop retries after `RETRY_SECONDS`."""
-        try:
-            await worker.relay.run_once()
-        except RelayFenced as e:
-            worker.relay_retry_at = None  # never: only a new assignment relays it again
-            if not self._rejoin:
-                log.warning("%s; rejoining the consumer group", e)
-            self._rejoin = True
-            return False
-        except (KafkaError, StorageError, TailUnreadable) as e:
-            worker.relay_retry_at = time.monotonic() + RETRY_SECONDS
-            log.warning(
-                "partition %d: relaying outputs failed (%s: %s); they stay in the outbox and "
-                "are sent again", worker.partition, type(e).__name__, e,
-            )
-            return False
-        worker.relay_retry_at = None
-        return True
+    def _relay_failed(self, partition: int) -> Callable[[BaseException], None]:
+        def failed(e: BaseException) -> None:
+            if isinstance(e, RelayFenced):
+                if not self._rejoin:
+                    log.warning("%s; rejoining the consumer group", e)
+                self._rejoin = True
+            elif isinstance(e, KafkaError | StorageError | TailUnreadable):
+                log.warning(
+                    "partition %d: relaying outputs failed (%s: %s); they stay in the outbox "
+                    "and are sent again", partition, type(e).__name__, e,
+                )
+            else:
+                log.error("partition %d: the relay stopped: %r", partition, e)
+                self._failed = e
 
-    async def _retry_relays(self) -> None:
-        now = time.monotonic()
-        for worker in list(self.workers.values()):
-            if worker.relay_retry_at is not None and worker.relay_retry_at <= now:
-                async with worker.lock:
-                    if self.workers.get(worker.partition) is worker:
-                        await self._relay(worker)
+        return failed
 
     async def _read_again(self, partition: int, why: str) -> None:
         """Drop what was fetched after a failed batch: continue from the stored offset."""
@@ -289,10 +289,13 @@ class RoomserverService:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             if result is not None:
                 self._record(worker.partition, result)
-            if self._output_enabled:
-                await self._relay(worker)
             self.processed += len(messages)
-            self._positions[worker.partition] = messages[-1].offset + 1
+            if self._output_enabled:
+                # Processed = committed and relayed: the position moves when the relay
+                # reports the batch's outputs in Kafka (`_caught_up`).
+                worker.relay.notify(messages[-1].offset + 1)
+            else:
+                self._positions[worker.partition] = messages[-1].offset + 1
             self.health.progressed()
 
     def _reached_stop_offsets(self) -> bool:
@@ -310,9 +313,7 @@ class RoomserverService:
         self.metrics.state_resolutions.inc(result.state_resolutions)
         if result.state_resolution_seconds:
             self.metrics.state_resolution_seconds.observe(result.state_resolution_seconds)
-        self.metrics.outbox_backlog.labels(str(partition)).inc(
-            result.outputs + len(result.dead_letters)
-        )
+        self._count_backlog(partition, result.outputs + len(result.dead_letters))
         if result.outcomes.get(Outcome.DEAD_LETTERED):
             log.warning(
                 "partition %d: %d inputs dead-lettered", partition, len(result.dead_letters)
@@ -427,7 +428,8 @@ class RoomserverService:
                 if jobs:
                     await asyncio.gather(*jobs)
                     self._commit_for_lag_tooling(consumer)
-                await self._retry_relays()
+                if self._failed is not None:
+                    raise self._failed
                 now = time.monotonic()
                 if now - last_lag > 1.0:
                     last_lag = now
@@ -462,7 +464,23 @@ class RoomserverService:
                 server.close()
 
 
+#: A paused instance (a "zombie", see `outbox_relay`) can be stopped in the middle of a
+#: batch's transaction, holding row locks its successor needs: PostgreSQL ends a session
+#: left idle inside a transaction for this long, and the successor carries on. Our batches
+#: never wait this long between two statements.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def with_idle_timeout(database_url: str) -> str:
+    """`database_url` with `idle_in_transaction_session_timeout` set, unless the URL already
+    sets libpq `options` (the operator's choice wins)."""
+    if not database_url.startswith(("postgresql://", "postgres://")) or "options=" in database_url:
+        return database_url
+    option = quote(f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}")
+    return f"{database_url}{'&' if '?' in database_url else '?'}options={option}"
+
+
 def _migrated(database_url: str) -> Store:
-    store = open_store(database_url)
+    store = open_store(with_idle_timeout(database_url))
     store.migrate()
     return store

@@ -10,6 +10,7 @@ conditions only: partitions assigned, offsets committed in the database, tasks e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,7 +110,14 @@ def test_paused_instance_is_fenced_when_it_wakes_up(
         kafka_bootstrap_servers, database_url, new_topic, tmp_path,
         rooms=6, events=1500, seed=32, batch_size=20, produce=False,
     )
-    settings = scenario.settings
+    # A may freeze inside a database transaction, holding locks B needs: PostgreSQL ends
+    # such a session after idle_in_transaction_session_timeout (60 s by default in the
+    # service; 2 s here, through libpq options in the URL, which the service keeps).
+    settings = dataclasses.replace(
+        scenario.settings,
+        database_url=database_url
+        + "?options=-c%20idle_in_transaction_session_timeout%3D2000",
+    )
     inputs = scenario.inputs
     first, second = inputs[:900], inputs[900:]
     progress = Progress(database_url, settings.input_topic)
