@@ -86,6 +86,8 @@ class RelayFenced(Exception):
 
 #: Pause before a failed pass is tried again.
 RETRY_SECONDS = 1.0
+#: How long releasing a partition waits for the relay's last pass.
+CLOSE_TIMEOUT_SECONDS = 30.0
 
 #: Fetches allowed while reading an output partition's tail before giving up.
 TAIL_READ_FETCHES = 50
@@ -331,11 +333,23 @@ class OutboxRelay:
             if self._closing.is_set() and not self._wake.is_set():
                 return
 
-    async def close(self) -> None:
-        """Relay what is committed (a last pass), then stop the task and the producer."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Relay what is committed (a last pass), then stop the task and the producer.
+
+        With Kafka away the last pass could wait for a long time: after `timeout` seconds it
+        is cancelled; its rows stay in the outbox for the next owner, whose producer aborts
+        the open transaction.
+        """
         self._closing.set()
         self._wake.set()
         if self._task is not None:
+            done, _ = await asyncio.wait([self._task], timeout=timeout)
+            if not done:
+                log.warning(
+                    "partition %d: the last relay pass did not finish in %s s; the rest "
+                    "stays in the outbox", self._partition, timeout,
+                )
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         async with self._lock:

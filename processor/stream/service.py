@@ -165,9 +165,10 @@ class RoomserverService:
         """Start workers for newly assigned partitions, resuming at the stored offsets.
 
         Runs inside the rebalance callback, so it does only what must happen before the
-        first fetch: read the stored offsets (one transaction) and seek. Then each relay
-        publishes what earlier owners left in the outbox; its first run forgets the rows
-        Kafka already holds (`OutboxRelay.run_once` always recovers before sending).
+        first fetch: read the stored offsets (one transaction) and seek. Then each relay's
+        task starts: its producer fences the previous owner's, it forgets the outbox rows
+        Kafka already holds and publishes the rest (`OutboxRelay.run_once` always recovers
+        before sending), beside the processing of new batches.
         """
         assert self._consumer is not None and self._tail is not None
         store = self._require_store()
