@@ -17,6 +17,12 @@ belongs to the input partition (`relay_transactional_id`). So:
   fail with `ProducerFenced`. The relay then stops for good; it never starts a new producer
   for that partition (that would fence the rightful owner in turn).
 
+For consumers and operators: the output and dead-letter topics must be read with
+`isolation.level=read_committed` (as `roomserver tail` does; Kafka's Java clients default to
+read_uncommitted), or a pass aborted by a failure or a fence shows up as duplicates. With
+ACLs, the roomserver's principal needs Write and Describe on the transactional IDs
+`roomserver.relay.<output topic>.*`.
+
 The relay runs as a task of its own (`start`, `notify` after each committed batch, `close`
 when the partition is released), so processing never waits for Kafka: a pass takes
 everything committed since the last one. A failed pass is retried after `RETRY_SECONDS`.

@@ -108,7 +108,7 @@ def test_kill_9_at_random_points_then_exactly_once(
             else:
                 # Just after a commit, with the relay's transaction in flight, or within the
                 # next batch.
-                target = min(total, progress.processed() + rng.randint(1, 100))
+                target = min(total, progress.processed() + rng.randint(1, 80))
                 wait_for(progress.reached(target), proc, f"offset sum {target}")
                 time.sleep(rng.uniform(0.0, 0.01))
             code = proc.exit_code()
