@@ -60,6 +60,18 @@ from processor.stream import commands
 ROOMSERVER = [sys.executable, "-m", "processor.cli"]
 
 
+def roomserver_command(switch_interval: float | None) -> list[str]:
+    """`roomserver`, optionally with another GIL switch interval (an experiment knob: the
+    service runs partitions in threads, whose database round trips wait for the GIL)."""
+    if switch_interval is None:
+        return ROOMSERVER
+    return [
+        sys.executable, "-c",
+        f"import sys; sys.setswitchinterval({switch_interval}); "
+        "from processor.cli import main; sys.exit(main())",
+    ]
+
+
 # ---------------------------------------------------------------- traffic
 
 
@@ -418,7 +430,8 @@ async def main_async(args: argparse.Namespace) -> None:
         port = free_port()
         with service_log.open("wb") as log:
             service = subprocess.Popen(
-                [*ROOMSERVER, "run"], env=service_env(settings, port), stdin=subprocess.DEVNULL,
+                [*roomserver_command(args.switch_interval), "run"],
+                env=service_env(settings, port), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         watcher = OutputWatcher(settings, args.partitions)
@@ -460,6 +473,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rebuild", action="store_true")
+    parser.add_argument(
+        "--switch-interval", type=float, default=None,
+        help="run the service with sys.setswitchinterval(S) (default: Python's 0.005)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
