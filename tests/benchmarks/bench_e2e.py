@@ -23,8 +23,9 @@ Targets (design §8): (a) >= 10,000 events/s; (b) p99 <= 100 ms at 1,000 events/
     .venv/bin/python tests/benchmarks/bench_e2e.py --events 20000 --latency-seconds 10
 
 KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (a PostgreSQL server URL; scratch databases are
-created on it and dropped afterwards) come from the environment. Topics get unique names.
-The machine's other load is printed too: the figures are only as good as the idle cores.
+created on it and dropped afterwards) come from the environment. Topics get unique names
+and are deleted afterwards. The machine's other load is printed too: the figures are only
+as good as the idle cores.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
@@ -276,6 +278,17 @@ async def producer_for(settings: Settings, linger_ms: int) -> AIOKafkaProducer:
     return producer
 
 
+async def delete_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics(
+            [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
+        )
+    finally:
+        await admin.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -458,6 +471,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"the service exited {code}; see {service_log}")
         if not args.skip_rebuild:
             rebuild(settings, rebuild_db, logs / "rebuild.log")
+        await delete_topics(settings)
     print(f"logs in {logs}; {load_average()}")
 
 
