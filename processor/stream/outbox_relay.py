@@ -263,7 +263,13 @@ class OutboxRelay:
                             self._on_caught_up(covered)
                     return sent
                 await self._publish(producer, records)
-                await asyncio.to_thread(self._delete, records[-1].seq)
+                try:
+                    await asyncio.to_thread(self._delete, records[-1].seq)
+                except BaseException:
+                    # In Kafka but still in the outbox: the next pass must recover first,
+                    # or it sends these rows again.
+                    self._recovered = False
+                    raise
                 sent += len(records)
                 if self._on_relayed is not None:
                     self._on_relayed(len(records))

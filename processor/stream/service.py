@@ -102,7 +102,10 @@ class PartitionWorker:
                     raise StaleBatch(f"partition {self.partition} moved on from {expected}")
                 return result
         except BaseException:
-            self.cache.clear()
+            # Nothing learnt during a rolled-back transaction may survive it (NIDs assigned
+            # in it, for one, no longer exist): start again from an empty cache and handler.
+            self.cache = RoomCache()
+            self.__post_init__()
             raise
 
 

@@ -31,8 +31,12 @@ from tests.fixtures.kafka import NewTopicFactory
 class Progress:
     """What the service has committed, read from its database."""
 
+    APPLICATION_NAME = "roomserver-test-progress"
+
     def __init__(self, database_url: str, input_topic: str) -> None:
-        self._conn = psycopg.connect(database_url, autocommit=True)
+        self._conn = psycopg.connect(
+            database_url, autocommit=True, application_name=self.APPLICATION_NAME
+        )
         self._topic = input_topic
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -297,4 +298,53 @@ async def test_stalled_consumer_is_detected_and_replaced(
         await running
     assert service.consumers_started >= 2
     assert service.metrics.consumer_restarts._value.get() >= 1
+    await asyncio.to_thread(scenario.check)
+
+
+async def test_database_connections_cut_mid_stream(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL drops every connection of the service three times mid-stream (as in a
+    database restart or failover): batches roll back and are retried, relay passes too, the
+    service keeps running, and the result is exactly once."""
+    scenario = await asyncio.to_thread(
+        make_scenario, kafka_bootstrap_servers, database_url, new_topic, tmp_path,
+        rooms=4, events=1200, seed=24, batch_size=20,
+    )
+    total = len(scenario.inputs)
+    service = RoomserverService(scenario.settings)
+    running = asyncio.create_task(service.run())
+    progress = Progress(database_url, scenario.settings.input_topic)
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while not await asyncio.to_thread(condition):
+            assert not running.done(), f"the service ended: {running.exception()!r}"
+            assert time.monotonic() < deadline, f"no {what} within {WAIT_S} s"
+            await asyncio.sleep(0.01)
+
+    def cut_connections() -> int:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND application_name <> %s",
+                (Progress.APPLICATION_NAME,),
+            ).fetchall()
+        return len(rows)
+
+    cut = 0
+    try:
+        for target in (total // 4, total // 2, 3 * total // 4):
+            await until(progress.reached(target), f"offset sum {target}")
+            cut += await asyncio.to_thread(cut_connections)
+        await until(lambda: progress.done(total), "all input processed and relayed")
+    finally:
+        service.stop()
+        await running
+        progress.close()
+    assert cut > 3  # the service's connections, each time
     await asyncio.to_thread(scenario.check)
