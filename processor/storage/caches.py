@@ -14,8 +14,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from processor.core.nids import EventNID, StateBlockNID, StateKeyTuple, StateSnapshotNID
+from processor.core.nids import (
+    EventNID,
+    RoomNID,
+    StateBlockNID,
+    StateKeyTuple,
+    StateSnapshotNID,
+)
 from processor.core.state_blocks import StateBlock
+from processor.storage.base import RoomRecord
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -117,6 +124,8 @@ class StoreCaches:
         self.type_names: LRU[int, str] = LRU(name_cache)
         self.key_nids: LRU[str, int] = LRU(name_cache)
         self.key_names: LRU[int, str] = LRU(name_cache)
+        #: Room records by NID, for their immutable part (room ID, version) only.
+        self.room_identities: LRU[RoomNID, RoomRecord] = LRU(name_cache)
         #: Composed full states of recent snapshots (each a dict of up to ~100k entries).
         self.states: LRU[StateSnapshotNID, Mapping[StateKeyTuple, EventNID]] = LRU(
             composed_states

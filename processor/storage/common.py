@@ -302,7 +302,14 @@ class BatchBase(ABC):
         for record in self.pending.rooms.values():
             if record.room_id == room_id:
                 return record
-        return self._select_room_row(room_id=room_id)
+        return self._remember_room(self._select_room_row(room_id=room_id))
+
+    def _remember_room(self, record: RoomRecord | None) -> RoomRecord | None:
+        if record is not None:
+            caches = self._caches
+            with caches.lock:
+                caches.room_identities.put(record.room_nid, record)
+        return record
 
     def select_room_by_nid(self, room_nid: RoomNID) -> RoomRecord:
         record = self.pending.rooms.get(room_nid) or self._select_room_row(room_nid=room_nid)
@@ -311,7 +318,9 @@ class BatchBase(ABC):
         return record
 
     def insert_room(self, room_id: str, version_id: str) -> RoomRecord:
-        return self._insert_room_row(room_id, version_id)
+        record = self._insert_room_row(room_id, version_id)
+        self._remember_room(record)
+        return record
 
     def update_room(
         self,
@@ -321,7 +330,14 @@ class BatchBase(ABC):
         current_snapshot_nid: StateSnapshotNID,
         last_stream_position: int,
     ) -> None:
-        record = self.select_room_by_nid(room_nid)
+        # Only the room's immutable part (ID, version) is taken from the record here.
+        record = self.pending.rooms.get(room_nid)
+        if record is None:
+            caches = self._caches
+            with caches.lock:
+                record = caches.room_identities.get(room_nid)
+        if record is None:
+            record = self.select_room_by_nid(room_nid)
         self.pending.rooms[room_nid] = replace(
             record,
             forward_extremities=tuple(forward_extremities),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -110,7 +110,9 @@ class PostgresStore:
         conninfo: str,
         *,
         min_connections: int = 1,
-        max_connections: int = 8,
+        # Each concurrent batch holds one connection and briefly borrows a second to
+        # assign name NIDs (`name_connection`).
+        max_connections: int = 24,
         caches: StoreCaches | None = None,
     ) -> None:
         self.caches = caches or StoreCaches()
@@ -127,6 +129,10 @@ class PostgresStore:
             )
         except psycopg.Error as e:
             raise StorageError(f"cannot connect to PostgreSQL: {e}") from e
+
+    def name_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection for assigning name NIDs outside the batch's transaction."""
+        return self._pool.connection()
 
     def migrate(self) -> None:
         try:
@@ -231,10 +237,21 @@ class PostgresBatch(BatchBase):
             " SELECT {n}, {i} FROM ins"
             " UNION ALL SELECT t.{n}, t.{i} FROM {t} t JOIN input ON t.{n} = input.name"
         ).format(t=table, n=name_col, i=nid_col)
-        found = dict(self._rows(query, (names,)))
-        if len(found) < len(names):
-            # Another transaction committed some of them while we waited on its lock.
-            found.update(self._select_nids_by_name(kind, [n for n in names if n not in found]))
+        # Names are immutable and shared by every room, so they are assigned in a short
+        # transaction of their own: a batch never holds locks on name rows until it commits.
+        # (Two partitions' batches that inserted shared user IDs in opposite orders within
+        # their long transactions deadlocked.) A name assigned for a batch that then rolls
+        # back is harmless: it is reused when the batch is retried.
+        with self._store.name_connection() as conn:
+            with conn.transaction():
+                found = dict(conn.execute(query, (names,)).fetchall())
+            if len(found) < len(names):
+                # Another transaction committed some of them while we waited on its lock.
+                missing = [n for n in names if n not in found]
+                select = sql.SQL("SELECT {n}, {i} FROM {t} WHERE {n} = ANY(%s::text[])").format(
+                    t=table, n=name_col, i=nid_col
+                )
+                found.update(dict(conn.execute(select, (missing,)).fetchall()))
         return found
 
     def _select_nids_by_name(self, kind: NameKind, names: list[str]) -> dict[str, int]:
