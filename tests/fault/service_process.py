@@ -10,7 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from processor.config import Settings
 
@@ -91,3 +95,21 @@ class ServiceProcess:
             self._proc.send_signal(signal.SIGKILL)
             self._proc.send_signal(signal.SIGCONT)
             self._proc.wait(30)
+
+
+#: Bound on each wait for the service to make progress, finish or exit.
+WAIT_S = 60.0
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: ServiceProcess, what: str, timeout: float = WAIT_S
+) -> None:
+    """Poll `condition` until it holds; fail with the service's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        code = proc.exit_code()
+        if code is not None:
+            pytest.fail(f"the service exited ({code}) while waiting for {what}:\n{proc.log()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout} s:\n{proc.log()}")
+        time.sleep(0.005)

@@ -37,26 +37,9 @@ from tests.fault.exactly_once import (
     traffic_jsonl,
 )
 from tests.fault.scenario import Progress, Scenario, make_scenario
-from tests.fault.service_process import ServiceProcess
+from tests.fault.service_process import WAIT_S, ServiceProcess, wait_for
 from tests.fixtures.kafka import NewTopicFactory
 from tests.fixtures.services import ServiceUnavailable, unavailable
-
-#: Bound on each wait for the service to make progress, finish or exit.
-WAIT_S = 60.0
-
-
-def wait_for(
-    condition: Callable[[], bool], proc: ServiceProcess, what: str, timeout: float = WAIT_S
-) -> None:
-    """Poll `condition` until it holds; fail with the service's log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        code = proc.exit_code()
-        if code is not None:
-            pytest.fail(f"the service exited ({code}) while waiting for {what}:\n{proc.log()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout} s:\n{proc.log()}")
-        time.sleep(0.005)
 
 
 @pytest.fixture

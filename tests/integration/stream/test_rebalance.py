@@ -18,11 +18,8 @@ from pathlib import Path
 from processor.stream.service import RoomserverService
 from tests.fault.exactly_once import produce_by_room
 from tests.fault.scenario import Progress, make_scenario
-from tests.fault.service_process import ServiceProcess
+from tests.fault.service_process import WAIT_S, ServiceProcess, wait_for
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.test_faults import wait_for
-
-WAIT_S = 60.0
 
 
 async def _until(
