@@ -229,15 +229,17 @@ class RoomserverService:
         self.metrics.outbox_backlog.labels(str(partition)).set(backlog)
 
     async def release(self, partitions: list[int]) -> None:
-        for p in partitions:
-            worker = self.workers.pop(p, None)
-            if worker is None:
-                continue
+        """Stop working on `partitions`; their relays make a last pass, side by side."""
+
+        async def release_one(worker: PartitionWorker) -> None:
             async with worker.lock:  # let an in-flight batch finish first
                 # A last pass relays what the partition committed; what fails stays in the
                 # outbox for the next owner.
                 await worker.relay.close()
-            log.info("partition %d released", p)
+            log.info("partition %d released", worker.partition)
+
+        workers = [w for w in (self.workers.pop(p, None) for p in partitions) if w is not None]
+        await asyncio.gather(*(release_one(w) for w in workers))
 
     def _relay_failed(self, partition: int) -> Callable[[BaseException], None]:
         def failed(e: BaseException) -> None:
