@@ -143,6 +143,9 @@ class RoomCache:
         self._states.clear()
         self._after.clear()
         self._resolved.clear()
+        # Names assigned in a rolled-back SQLite transaction are gone with it.
+        self._type_nids.clear()
+        self._state_key_nids.clear()
         self._batch_records = {}
         self._absent = set()
         self._pending_redactions = {}

@@ -35,7 +35,6 @@ class _RoomKey(msgspec.Struct):
     room_id: str | None = None
     type: str | None = None
     state_key: str | None = None
-    content: msgspec.Raw | None = None
 
 
 class _InputKey(msgspec.Struct):
