@@ -90,8 +90,8 @@ class RoomState:
         self.forward_extremities: tuple[EventNID, ...] = tuple(record.forward_extremities)
         self.current_snapshot_nid = StateSnapshotNID(record.current_snapshot_nid)
         self.stream_position = record.last_stream_position
-        #: The last event sent in a new_room_event (None after a restart: not stored).
-        self.last_sent_event_id: str | None = None
+        #: The event of the room's last new_room_event.
+        self.last_sent_event_id = record.last_sent_event_id
         self._current: StateAt | None = None
         self._cache = cache
         #: The room's auth DAG for state resolution, grown as events are stored or loaded.

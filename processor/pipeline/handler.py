@@ -171,6 +171,7 @@ class InputHandler:
                 forward_extremities=room.forward_extremities,
                 current_snapshot_nid=room.store_current(batch),
                 last_stream_position=room.stream_position,
+                last_sent_event_id=room.last_sent_event_id,
             )
         return result
 

@@ -48,6 +48,8 @@ class RoomRecord:
     current_snapshot_nid: StateSnapshotNID
     #: The stream position of the room's last output event (0 = none yet).
     last_stream_position: int
+    #: The event of the room's last new_room_event (None = none yet).
+    last_sent_event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ class Batch(Protocol):
         forward_extremities: Iterable[EventNID],
         current_snapshot_nid: StateSnapshotNID,
         last_stream_position: int,
+        last_sent_event_id: str | None = None,
     ) -> None: ...
 
     # -- events ----------------------------------------------------------------------------

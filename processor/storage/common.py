@@ -329,6 +329,7 @@ class BatchBase(ABC):
         forward_extremities: Iterable[EventNID],
         current_snapshot_nid: StateSnapshotNID,
         last_stream_position: int,
+        last_sent_event_id: str | None = None,
     ) -> None:
         # Only the room's immutable part (ID, version) is taken from the record here.
         record = self.pending.rooms.get(room_nid)
@@ -343,6 +344,7 @@ class BatchBase(ABC):
             forward_extremities=tuple(forward_extremities),
             current_snapshot_nid=current_snapshot_nid,
             last_stream_position=last_stream_position,
+            last_sent_event_id=last_sent_event_id,
         )
 
     # ================================================================ events

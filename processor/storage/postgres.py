@@ -68,7 +68,7 @@ _EVENT_COLUMNS = (
 )
 _ROOM_COLUMNS = (
     "room_nid, room_id, room_version, forward_extremities, current_snapshot_nid, "
-    "last_stream_position"
+    "last_stream_position, last_sent_event_id"
 )
 
 
@@ -99,6 +99,7 @@ def _room(row: tuple[Any, ...]) -> RoomRecord:
         forward_extremities=tuple(row[3]),
         current_snapshot_nid=row[4],
         last_stream_position=row[5],
+        last_sent_event_id=row[6],
     )
 
 
@@ -573,10 +574,10 @@ class PostgresBatch(BatchBase):
             if pending.rooms:
                 cur.executemany(
                     "UPDATE rooms SET forward_extremities = %s, current_snapshot_nid = %s,"
-                    " last_stream_position = %s WHERE room_nid = %s",
+                    " last_stream_position = %s, last_sent_event_id = %s WHERE room_nid = %s",
                     [
                         (list(r.forward_extremities), r.current_snapshot_nid,
-                         r.last_stream_position, r.room_nid)
+                         r.last_stream_position, r.last_sent_event_id, r.room_nid)
                         for r in pending.rooms.values()
                     ],
                 )

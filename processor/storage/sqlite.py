@@ -60,7 +60,7 @@ _EVENT_COLUMNS = (
 )
 _ROOM_COLUMNS = (
     "room_nid, room_id, room_version, forward_extremities, current_snapshot_nid, "
-    "last_stream_position"
+    "last_stream_position, last_sent_event_id"
 )
 
 
@@ -118,6 +118,7 @@ def _room(row: tuple[Any, ...]) -> RoomRecord:
         forward_extremities=unpack_nids(row[3], f"room {row[1]} forward_extremities"),
         current_snapshot_nid=row[4],
         last_stream_position=row[5],
+        last_sent_event_id=row[6],
     )
 
 
@@ -581,11 +582,11 @@ class SqliteBatch(BatchBase):
         if pending.rooms:
             conn.executemany(
                 "UPDATE rooms SET forward_extremities = ?, current_snapshot_nid = ?,"
-                " last_stream_position = ? WHERE room_nid = ?",
+                " last_stream_position = ?, last_sent_event_id = ? WHERE room_nid = ?",
                 [
                     (
                         pack_nids(r.forward_extremities), r.current_snapshot_nid,
-                        r.last_stream_position, r.room_nid,
+                        r.last_stream_position, r.last_sent_event_id, r.room_nid,
                     )
                     for r in pending.rooms.values()
                 ],
