@@ -224,6 +224,7 @@ start() {
     mkdir -p "$RUN_DIR/data" "$LOG_DIR"
     write_config
     local cluster_id
+    # "=" form below: a random ID may start with "-", which the tool would take for a flag.
     cluster_id="$(python3 -c 'import base64, uuid
 print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
     local java_opts=(
@@ -231,7 +232,7 @@ print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
         "-Dlog4j2.configurationFile=$RUN_DIR/log4j2.xml" "-Dkafka.logs.dir=$LOG_DIR"
     )
     if ! java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
-        --cluster-id "$cluster_id" --config "$RUN_DIR/server.properties" \
+        --cluster-id="$cluster_id" --config "$RUN_DIR/server.properties" \
         >"$LOG_DIR/format.log" 2>&1; then
         cat "$LOG_DIR/format.log" >&2
         die "formatting the KRaft storage in $RUN_DIR/data failed"
