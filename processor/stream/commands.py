@@ -99,7 +99,11 @@ async def produce(settings: Settings, stream: IO[bytes]) -> int:
         max_request_size=2 * 1024 * 1024,
         **kafka_client_options(settings),
     )
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
     count = 0
     try:
         pending = []

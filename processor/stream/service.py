@@ -174,6 +174,9 @@ class RoomserverService:
         before sending), beside the processing of new batches.
         """
         assert self._consumer is not None and self._tail is not None
+        # Assigned again without a revocation in between: the old worker (and its relay's
+        # producer) is closed first, never just dropped.
+        await self.release([p for p in partitions if p in self.workers])
         store = self._require_store()
         offsets = await asyncio.to_thread(self._stored_offsets, store, partitions)
         fresh: list[PartitionWorker] = []
