@@ -51,7 +51,7 @@ from processor.stream.outbox_relay import (
     TailReader,
     TailUnreadable,
 )
-from processor.stream.topics import ensure_topics
+from processor.stream.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,10 @@ class RoomserverService:
         self._producer_options = {
             "linger_ms": 2,
             "max_batch_size": 256 * 1024,
-            "max_request_size": self._max_message_bytes + 64 * 1024,
+            # Dead letters carry a whole input (base64) and their topic takes up to 10 MiB;
+            # outputs are split below the output topic's limit before they get here.
+            "max_request_size": max(self._max_message_bytes, DEAD_LETTER_MAX_BYTES)
+            + 64 * 1024,
             **options,
         }
         self._tail_reader = AIOKafkaConsumer(

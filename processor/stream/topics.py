@@ -21,6 +21,8 @@ from processor.errors import ConfigError
 
 #: Kafka's broker default for message.max.bytes, used when a topic does not override it.
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+#: The dead-letter topic's max.message.bytes: a dead letter holds a whole input, base64.
+DEAD_LETTER_MAX_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,10 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
             settings.dead_letter_topic,
             partitions,
             1,
-            topic_configs={"retention.ms": "-1", "max.message.bytes": "10485760"},
+            topic_configs={
+                "retention.ms": "-1",
+                "max.message.bytes": str(DEAD_LETTER_MAX_BYTES),
+            },
         ),
     }
     missing = [topic for name, topic in wanted.items() if name not in existing]
