@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from processor.config import Settings
@@ -26,20 +23,13 @@ from processor.storage import open_store
 from processor.stream import commands
 from processor.stream.service import RoomserverService
 from tests.fixtures.kafka import NewTopicFactory
+from tests.integration.stream.topic_reader import outputs_by_room
 
 
 def _traffic_jsonl(rooms: int, events: int, version: str, seed: int) -> bytes:
     text = io.StringIO()
     write_jsonl(generate(rooms=rooms, events=events, room_version=version, seed=seed), text)
     return text.getvalue().encode()
-
-
-def _by_room(outputs: list[bytes]) -> dict[str, list[dict[str, Any]]]:
-    rooms: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for payload in outputs:
-        message = msgspec.json.decode(payload)
-        rooms[message["room_id"]].append(message)
-    return dict(rooms)
 
 
 async def _read_outputs(settings: Settings, count: int) -> list[bytes]:
@@ -104,13 +94,13 @@ async def test_run_matches_ingest(
         service.stop()
         await running
 
-    assert _by_room(outputs) == _by_room(expected)
+    assert outputs_by_room(outputs) == outputs_by_room(expected)
     # No extra outputs after the expected ones: the relay sent each exactly once.
     store = open_store(database_url)
     try:
         with store.batch() as batch:
             assert batch.select_outbox(0, 10) == []
-        for room_id in _by_room(expected):
+        for room_id in outputs_by_room(expected):
             assert list(print_room_state(store, room_id, at=None, before=False,
                                          all_events=False)) == list(
                 print_room_state(reference_store, room_id, at=None, before=False,
@@ -128,7 +118,7 @@ def test_state_deltas_rebuild_the_current_state(tmp_path: Path) -> None:
     out = io.BytesIO()
     try:
         ingest(store, read_lines(io.BytesIO(data)), output=out)
-        for room_id, messages in _by_room(out.getvalue().splitlines()).items():
+        for room_id, messages in outputs_by_room(out.getvalue().splitlines()).items():
             state: set[str] = set()
             positions = [m["stream_position"] for m in messages]
             assert positions == list(range(1, len(positions) + 1))
