@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from processor.core import state_blocks
 from processor.core.nids import (
@@ -108,6 +109,17 @@ class BatchBase(ABC):
         )
 
     # ================================================================ backend primitives
+
+    #: The driver's query parameter marker ("?" for sqlite3, "%s" for psycopg).
+    PARAM: ClassVar[str]
+
+    @abstractmethod
+    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a query in the batch's transaction; its rows."""
+
+    @abstractmethod
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement in the batch's transaction; the number of rows it changed."""
 
     @abstractmethod
     def _assign_names(self, kind: NameKind, names: list[str]) -> dict[str, int]:
@@ -346,6 +358,35 @@ class BatchBase(ABC):
             last_stream_position=last_stream_position,
             last_sent_event_id=last_sent_event_id,
         )
+
+    def select_room_events(self, room_nid: RoomNID) -> list[EventRecord]:
+        rows = self._rows(
+            f"SELECT event_nid FROM events WHERE room_nid = {self.PARAM} ORDER BY event_nid",
+            (room_nid,),
+        )
+        nids = [EventNID(int(r[0])) for r in rows]
+        found = self.select_events(nids)
+        return [found[n] for n in nids]
+
+    # ================================================================ bookkeeping
+
+    def claim_input_offset(
+        self, topic: str, partition: int, expected: int, next_offset: int
+    ) -> bool:
+        p = self.PARAM
+        if self._execute(
+            f"UPDATE input_offsets SET next_offset = {p}"
+            f" WHERE topic = {p} AND partition = {p} AND next_offset = {p}",
+            (next_offset, topic, partition, expected),
+        ):
+            return True
+        if expected != 0:
+            return False
+        return self._execute(
+            f"INSERT INTO input_offsets (topic, partition, next_offset) VALUES ({p}, {p}, {p})"
+            " ON CONFLICT (topic, partition) DO NOTHING",
+            (topic, partition, next_offset),
+        ) == 1
 
     # ================================================================ events
 

@@ -221,8 +221,13 @@ class PostgresBatch(BatchBase):
         self._store = store
         self._conn = conn
 
+    PARAM = "%s"
+
     def _rows(self, query: str | sql.Composed, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(query, params).fetchall()
+
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(query, params).rowcount
 
     # -- NIDs ------------------------------------------------------------------------------
 
@@ -466,33 +471,6 @@ class PostgresBatch(BatchBase):
             " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
             (topic, partition, next_offset),
         )
-
-    def claim_input_offset(
-        self, topic: str, partition: int, expected: int, next_offset: int
-    ) -> bool:
-        cur = self._conn.execute(
-            "UPDATE input_offsets SET next_offset = %s"
-            " WHERE topic = %s AND partition = %s AND next_offset = %s",
-            (next_offset, topic, partition, expected),
-        )
-        if cur.rowcount == 1:
-            return True
-        if expected != 0:
-            return False
-        cur = self._conn.execute(
-            "INSERT INTO input_offsets (topic, partition, next_offset) VALUES (%s, %s, %s)"
-            " ON CONFLICT (topic, partition) DO NOTHING",
-            (topic, partition, next_offset),
-        )
-        return cur.rowcount == 1
-
-    def select_room_events(self, room_nid: RoomNID) -> list[EventRecord]:
-        rows = self._rows(
-            "SELECT event_nid FROM events WHERE room_nid = %s ORDER BY event_nid", (room_nid,)
-        )
-        nids = [EventNID(int(r[0])) for r in rows]
-        found = self.select_events(nids)
-        return [found[n] for n in nids]
 
     def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]:
         with self._conn.cursor(binary=True) as cur:

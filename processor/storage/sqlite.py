@@ -223,8 +223,13 @@ class SqliteBatch(BatchBase):
         self._conn = conn
         self._nid_pools: dict[NidKind, deque[int]] = {}
 
+    PARAM = "?"
+
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(query, params).fetchall()
+
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(query, params).rowcount
 
     # -- NIDs ------------------------------------------------------------------------------
 
@@ -482,33 +487,6 @@ class SqliteBatch(BatchBase):
             " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
             (topic, partition, next_offset),
         )
-
-    def claim_input_offset(
-        self, topic: str, partition: int, expected: int, next_offset: int
-    ) -> bool:
-        cur = self._conn.execute(
-            "UPDATE input_offsets SET next_offset = ?"
-            " WHERE topic = ? AND partition = ? AND next_offset = ?",
-            (next_offset, topic, partition, expected),
-        )
-        if cur.rowcount == 1:
-            return True
-        if expected != 0:
-            return False
-        cur = self._conn.execute(
-            "INSERT INTO input_offsets (topic, partition, next_offset) VALUES (?, ?, ?)"
-            " ON CONFLICT (topic, partition) DO NOTHING",
-            (topic, partition, next_offset),
-        )
-        return cur.rowcount == 1
-
-    def select_room_events(self, room_nid: RoomNID) -> list[EventRecord]:
-        rows = self._rows(
-            "SELECT event_nid FROM events WHERE room_nid = ? ORDER BY event_nid", (room_nid,)
-        )
-        nids = [EventNID(int(r[0])) for r in rows]
-        found = self.select_events(nids)
-        return [found[n] for n in nids]
 
     def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]:
         rows = self._rows(
