@@ -121,17 +121,18 @@ def state_delta(
 def state_delta_of_changes(
     old: Mapping[StateKeyTuple, EventNID], changes: Mapping[StateKeyTuple, EventNID]
 ) -> tuple[dict[StateKeyTuple, EventNID], dict[StateKeyTuple, EventNID]]:
-    """(removed, added) from `old` to `old` with `changes` applied, without comparing the
-    whole state."""
+    """(removed, added) from `old` to `old` with `changes` applied (0: the key is removed),
+    without comparing the whole state."""
     removed: dict[StateKeyTuple, EventNID] = {}
     added: dict[StateKeyTuple, EventNID] = {}
     for key, nid in changes.items():
         before = old.get(key)
-        if before == nid:
+        if before == nid or (before is None and not nid):
             continue
         if before is not None:
             removed[key] = before
-        added[key] = nid
+        if nid:
+            added[key] = nid
     return removed, added
 
 

@@ -469,7 +469,7 @@ class BatchEventSource:
         their auth events were indexed) and add it, auth events first."""
         index = self._room.auth_index
         pending: dict[EventNID, LoadedEvent] = {}
-        frontier = {n for n in nids if n not in index}
+        frontier = index.missing(nids)
         while frontier:
             loaded = self._cache.load(self._batch, self._room, frontier)
             pending.update(loaded)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from processor.matrix.pdu import decode_pdu
 from processor.matrix.redaction import redact
 from processor.matrix.room_versions import RoomVersion, room_version
 from processor.matrix.state_res import resolve_state
+from processor.matrix.state_res.v2 import conflicted_state_keys
 from processor.pipeline.caches import LoadedEvent, RoomCache, RoomState, StateAt
 from processor.pipeline.outputs import OutputBuilder
 from processor.storage.base import Batch, RedactionRecord
@@ -92,7 +93,8 @@ class _PeekPDU(msgspec.Struct):
     type: Any = None
     state_key: Any = None
     room_id: Any = None
-    content: Any = None
+    #: Read only for a create event: left raw, so the others' content is skipped, not built.
+    content: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _peek_decoder = msgspec.json.Decoder(_PeekPDU)
@@ -387,7 +389,7 @@ class InputHandler:
             tips = self._cache.load(batch, room, extremities)
             new_current = self._resolve(
                 batch, room, [self._cache.state_after(batch, room, tips[n]) for n in extremities],
-                result,
+                result, prefer=old_current,
             )
         if (
             new_current.changes is not None
@@ -473,7 +475,12 @@ class InputHandler:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise _DeadLetterError(DeadLetterReason.MALFORMED, f"event: {e}") from e
         if peek.type == "m.room.create" and peek.state_key == "":
-            content = peek.content if isinstance(peek.content, dict) else {}
+            try:
+                content = msgspec.json.decode(peek.content)
+            except msgspec.DecodeError as e:
+                raise _DeadLetterError(DeadLetterReason.MALFORMED, f"event: {e}") from e
+            if not isinstance(content, dict):
+                content = {}
             # Room versions: a create event without `room_version` creates a v1 room.
             version_id = content.get("room_version", "1")
             try:
@@ -602,8 +609,16 @@ class InputHandler:
         return self._resolve(batch, room, afters, result)
 
     def _resolve(
-        self, batch: Batch, room: RoomState, states: Sequence[StateAt], result: BatchResult
+        self,
+        batch: Batch,
+        room: RoomState,
+        states: Sequence[StateAt],
+        result: BatchResult,
+        prefer: StateAt | None = None,
     ) -> StateAt:
+        """The resolution of `states`, kept as one of them (`prefer` when it is one, else one
+        already stored) plus the changes at the conflicted keys, so that storing it and
+        comparing it with that state never walk the whole state."""
         distinct = frozenset({id(s.entries): s for s in states}.values())
         if len(distinct) == 1:
             return states[0]
@@ -617,13 +632,21 @@ class InputHandler:
         source = self._cache.event_source(batch, room)
         state_sets = [s.entries for s in distinct]
         try:
-            source.ensure_indexed({nid for entries in state_sets for nid in entries.values()})
+            source.ensure_indexed(set().union(*(entries.values() for entries in state_sets)))
             resolved = resolve_state(room.version, state_sets, source)
         except StateResolutionError as e:
             raise _DeadLetterError(DeadLetterReason.MISSING_STATE_EVENTS, str(e)) from e
         finally:
             result.state_resolution_seconds += time.perf_counter() - started
-        state = StateAt(resolved)
+        base = _resolution_base(distinct, prefer)
+        # Resolution keeps every unconflicted entry, so only conflicted keys can differ from
+        # any one input; a key resolved away becomes a removal (0).
+        changes = {
+            key: resolved.get(key, EventNID(0))
+            for key in conflicted_state_keys(state_sets)
+            if resolved.get(key) != base.entries.get(key)
+        }
+        state = StateAt(resolved, base=base, changes=changes)
         self._cache.remember_resolved(distinct, state)
         return state
 
@@ -791,6 +814,18 @@ class InputHandler:
         batch.insert_redaction(redaction.nid, target.event_id, True)
         self._cache.forget(target.nid, target.event_id)
         self._outputs.redacted_event(room, target.event_id, redaction)
+
+
+def _resolution_base(states: Collection[StateAt], prefer: StateAt | None) -> StateAt:
+    """The input a resolved state is expressed against: `prefer` (the room's current state)
+    when it is one of them, else one that is stored already, else any."""
+    for state in states:
+        if prefer is not None and state.entries is prefer.entries:
+            return state
+    for state in states:
+        if state.snapshot_nid:
+            return state
+    return next(iter(states))
 
 
 def _invalid_reason(error: InvalidEvent) -> DeadLetterReason:

@@ -46,32 +46,46 @@ class SnapshotMeta:
 
 
 class LRU(Generic[K, V]):
-    """A bounded mapping that forgets the least recently used entries (not thread-safe)."""
+    """A bounded mapping that forgets the least recently used entries, roughly (not
+    thread-safe).
+
+    Two generations instead of an ordered dict: a hit in the young generation is one dict
+    lookup (the hot path: the handler does dozens per event), a hit in the old one moves the
+    entry to the young one, and when the young generation is full the old one is dropped
+    whole. It holds between `capacity / 2` and `capacity` entries.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._data: OrderedDict[K, V] = OrderedDict()
+        self._generation = max(1, capacity // 2)
+        self._young: dict[K, V] = {}
+        self._old: dict[K, V] = {}
 
     def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.pop(key, None)
+            if value is not None:
+                self.put(key, value)
         return value
 
     def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
+        young = self._young
+        young[key] = value
+        if len(young) > self._generation:
+            self._old = young
+            self._young = {}
 
     def pop(self, key: K) -> None:
-        self._data.pop(key, None)
+        self._young.pop(key, None)
+        self._old.pop(key, None)
 
     def clear(self) -> None:
-        self._data.clear()
+        self._young = {}
+        self._old = {}
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._young) + len(self._old.keys() - self._young.keys())
 
 
 class BlockCache:

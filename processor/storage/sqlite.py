@@ -122,6 +122,10 @@ def _room(row: tuple[Any, ...]) -> RoomRecord:
     )
 
 
+#: The page cache of each connection, in KiB.
+SQLITE_CACHE_KIB = 256 * 1024
+
+
 class SqliteStore:
     """A `Store` in one SQLite file (or ":memory:"); safe to share between threads."""
 
@@ -136,6 +140,9 @@ class SqliteStore:
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # The default page cache is 2 MB: the event indexes outgrow it within minutes of
+            # ingest, and every insert then reads pages back from the file.
+            self._conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             self._conn.execute("PRAGMA busy_timeout=60000")
         except sqlite3.Error as e:
             raise StorageError(f"cannot open SQLite database {self.path}: {e}") from e

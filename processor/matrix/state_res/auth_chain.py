@@ -131,6 +131,10 @@ class AuthChainIndex:
     def __len__(self) -> int:
         return len(self._nids)
 
+    def missing(self, nids: Iterable[EventNID]) -> set[EventNID]:
+        """Those of `nids` not in the index (a set difference in C: states are large)."""
+        return set(nids).difference(self._pos)
+
     # -- lookups --------------------------------------------------------------------------
 
     def _positions(self, nids: Iterable[EventNID]) -> list[int]:
