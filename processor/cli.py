@@ -14,6 +14,7 @@ from typing import IO
 from processor import __version__
 from processor.config import Settings, load_settings, settings_help
 from processor.errors import ConfigError, RoomserverError
+from processor.gc_tuning import tune_for_throughput
 
 
 def _open_input(path: str) -> IO[bytes]:
@@ -128,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
+    if command in ("run", "rebuild", "ingest"):
+        tune_for_throughput()
     if command == "ingest":
         return _ingest(args)
     if command == "state":

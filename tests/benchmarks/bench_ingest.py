@@ -19,6 +19,7 @@ import uuid
 
 import psycopg
 
+from processor.gc_tuning import tune_for_throughput
 from processor.generate import generate
 from processor.generate.traffic import write_jsonl
 from processor.ingest import IngestSummary, ingest, read_lines
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     args = parser.parse_args()
+    tune_for_throughput()  # as `roomserver ingest` does
 
     started = time.perf_counter()
     text = io.StringIO()

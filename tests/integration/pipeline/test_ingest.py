@@ -79,3 +79,20 @@ def test_ingesting_twice_is_a_no_op(tmp_path: Path) -> None:
     assert summary.outcomes == {Outcome.DUPLICATE: 50}
     assert again.getvalue() == b""
     assert first.getvalue().count(b"\n") > 0
+
+
+def test_the_ingest_command_makes_garbage_collection_rarer(tmp_path: Path) -> None:
+    import gc
+
+    from processor.cli import main
+    from processor.gc_tuning import THRESHOLDS
+
+    traffic = generate(rooms=1, events=20, room_version="10", seed=5)
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_jsonl(traffic.inputs))
+    before = gc.get_threshold()
+    try:
+        assert main(["ingest", str(source), "--database", str(tmp_path / "rs.db")]) == 0
+        assert gc.get_threshold() == THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
