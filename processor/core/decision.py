@@ -59,6 +59,29 @@ def check_against_auth_events(
     return None
 
 
+#: Types whose auth rules read more of the event than its type and sender: the create
+#: event (rule 1), membership (content), power levels (content) and, in v1–v2, redactions
+#: (the redacted event's ID).
+_CONTENT_READING_TYPES = frozenset(
+    ("m.room.create", "m.room.member", "m.room.power_levels", "m.room.redaction")
+)
+
+
+def auth_verdict_key(
+    event: Event, auth_event_nids: tuple[EventNID, ...]
+) -> tuple[str, str, tuple[EventNID, ...]] | None:
+    """What the verdict of steps 4-5 depends on, for events whose verdict can be reused.
+
+    For a non-state event of any other type, the auth rules (and the checks of its auth
+    events) read only its type, its sender and its room, plus the auth events: every message
+    a user sends against the same auth events gets the same verdict. None when the rules
+    read more than that.
+    """
+    if event.state_key is not None or event.type in _CONTENT_READING_TYPES:
+        return None
+    return (event.type, event.sender, auth_event_nids)
+
+
 def check_against_state(
     event: Event, state: Mapping[tuple[str, str], Event], version: RoomVersion
 ) -> str | None:

@@ -96,6 +96,9 @@ class RoomState:
         self._cache = cache
         #: The room's auth DAG for state resolution, grown as events are stored or loaded.
         self.auth_index = AuthChainIndex()
+        #: Verdicts of the auth rules against an event's own auth events, for the events
+        #: whose verdict depends on nothing else (`decision.auth_verdict_key`).
+        self.auth_verdicts: dict[tuple[str, str, tuple[EventNID, ...]], str | None] = {}
 
     def current_state(self, batch: Batch) -> StateAt:
         if self._current is None:

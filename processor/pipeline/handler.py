@@ -48,6 +48,9 @@ from schemas.input import InputRoomEvent
 
 log = logging.getLogger(__name__)
 
+#: Auth verdicts kept per room for reuse (see `decision.auth_verdict_key`).
+AUTH_VERDICTS_PER_ROOM = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class InputMessage:
@@ -286,13 +289,22 @@ class InputHandler:
             batch, room, event.auth_event_ids, DeadLetterReason.MISSING_AUTH_EVENTS, "auth"
         )
         implied_create = self._implied_create_event(batch, room, event)
-        rejected = decision.check_against_auth_events(
-            event,
-            [e.event for e in auth_events],
-            [e.event_id for e in auth_events if e.rejected],
-            room.version,
-            implied_create.event if implied_create is not None else None,
-        )
+        verdict_key = decision.auth_verdict_key(event, tuple(e.nid for e in auth_events))
+        verdicts = room.auth_verdicts
+        if verdict_key is not None and verdict_key in verdicts:
+            rejected = verdicts[verdict_key]
+        else:
+            rejected = decision.check_against_auth_events(
+                event,
+                [e.event for e in auth_events],
+                [e.event_id for e in auth_events if e.rejected],
+                room.version,
+                implied_create.event if implied_create is not None else None,
+            )
+            if verdict_key is not None:
+                if len(verdicts) >= AUTH_VERDICTS_PER_ROOM:
+                    verdicts.clear()
+                verdicts[verdict_key] = rejected
         checked = {e.event.state_tuple: e.nid for e in auth_events if e.event.state_tuple}
         if implied_create is not None:
             checked[("m.room.create", "")] = implied_create.nid

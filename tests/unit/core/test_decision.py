@@ -16,9 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processor.core.decision import (
     auth_keys,
+    auth_verdict_key,
     check_against_auth_events,
     check_against_state,
     forward_extremities_after,
@@ -387,3 +390,62 @@ def test_v3_plus_redact_level_is_read_from_the_power_levels(version: str) -> Non
     redaction = _redaction(room, DAVE, message)
     assert redaction_is_valid(redaction, BOB, room.state(low), room.version)
     assert not redaction_is_valid(redaction, BOB, room.state(default), room.version)
+
+
+# ---------------------------------------------------------------- reusing verdicts
+
+
+_REUSABLE_TYPES = ["m.room.message", "m.reaction", "org.example.custom", "m.room.aliases",
+                   "m.room.third_party_invite", "m.room.topic"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    version=st.sampled_from(ALL_VERSIONS),
+    event_type=st.sampled_from(_REUSABLE_TYPES),
+    sender=st.sampled_from([ALICE, BOB]),
+    contents=st.lists(
+        st.dictionaries(st.sampled_from(["body", "msgtype", "membership", "users"]),
+                        st.one_of(st.text(max_size=5), st.integers(-5, 200))),
+        min_size=2, max_size=4,
+    ),
+)
+def test_events_with_the_same_verdict_key_get_the_same_verdict(
+    version: str, event_type: str, sender: str, contents: list[dict[str, Any]]
+) -> None:
+    """The rules read only the type, sender and auth events of a non-state event of these
+    types: content, depth and timestamps never change the verdict."""
+    room = Room(version)
+    auth = (room.create, room.alice, room.power)
+    verdicts = set()
+    keys = set()
+    for content in contents:
+        event = room.event(event_type, sender, content, auth=room.ids(*auth))
+        keys.add(auth_verdict_key(event, (EventNID(1), EventNID(2))))
+        verdicts.add(check_against_auth_events(
+            event, room.auth_list(*auth), [], room.version, room.implied()
+        ))
+    assert len(keys) == 1 and None not in keys
+    assert len(verdicts) == 1
+
+
+@pytest.mark.parametrize(
+    ("event_type", "state_key"),
+    [("m.room.message", ""), ("m.room.member", None), ("m.room.power_levels", None),
+     ("m.room.redaction", None), ("m.room.create", None), ("m.room.topic", "")],
+)
+def test_no_verdict_key_when_the_rules_read_more_than_type_and_sender(
+    event_type: str, state_key: str | None
+) -> None:
+    room = Room("10")
+    event = room.event(event_type, ALICE, {}, state_key, auth=room.ids(room.create))
+    assert auth_verdict_key(event, (EventNID(1),)) is None
+
+
+def test_verdict_keys_differ_by_sender_and_auth_events() -> None:
+    room = Room("10")
+    alice = room.event("m.room.message", ALICE, {}, auth=())
+    bob = room.event("m.room.message", BOB, {}, auth=())
+    one, two = (EventNID(1),), (EventNID(1), EventNID(2))
+    assert len({auth_verdict_key(alice, one), auth_verdict_key(bob, one),
+                auth_verdict_key(alice, two)}) == 3
