@@ -228,19 +228,28 @@ class RoomCache:
         return loaded
 
     def prefetch(self, batch: Batch, decoded: Iterable[Decoded]) -> None:
-        """Look up, in one round trip each, the events a batch references and the
-        redactions waiting for its events."""
+        """Look up, in one round trip each, the events a batch references, the redactions
+        waiting for its events, and the NIDs of its event types and state keys."""
         referenced: set[str] = set()
         own: list[str] = []
+        types: set[str] = set()
+        # State keys: the state events' own, and the senders' (the auth rules read the
+        # sender's membership).
+        keys: set[str] = set()
         for item in decoded:
             event = item.event
             own.append(event.event_id)
+            types.add(event.type)
+            keys.add(event.sender)
+            if event.state_key is not None:
+                keys.add(event.state_key)
             referenced.add(event.event_id)
             referenced.update(event.prev_event_ids)
             referenced.update(event.auth_event_ids)
             referenced.update(item.item.state_event_ids)
             if item.version.create_event_implicit_in_auth_events:
                 referenced.add("$" + event.room_id[1:])
+        self.prefetch_nids(batch, types, keys)
         missing = [event_id for event_id in referenced if self._ids.get(event_id) is None]
         self._batch_records = batch.select_events_by_id(missing) if missing else {}
         self._absent = set(missing).difference(self._batch_records)

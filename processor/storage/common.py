@@ -94,6 +94,10 @@ class PendingWrites:
     #: Names assigned NIDs in this batch; published to the shared cache after commit.
     type_nids: dict[str, int] = field(default_factory=dict)
     key_nids: dict[str, int] = field(default_factory=dict)
+    #: Redacted JSON of events stored by earlier batches (this batch's own are rewritten in
+    #: `events`), and redaction rows: redaction NID -> (redacted event ID, validated).
+    redacted_json: dict[EventNID, bytes] = field(default_factory=dict)
+    redactions: dict[EventNID, tuple[str, bool]] = field(default_factory=dict)
 
 
 class BatchBase(ABC):
@@ -161,7 +165,7 @@ class BatchBase(ABC):
         """Returns the number of rows changed."""
 
     @abstractmethod
-    def _redact_event_row(self, event_nid: int, redacted_json: bytes) -> int:
+    def _execute_many(self, query: str, rows: Sequence[Sequence[Any]]) -> int:
         """Returns the number of rows changed."""
 
     @abstractmethod
@@ -192,10 +196,10 @@ class BatchBase(ABC):
     @abstractmethod
     def select_active_invites(self, target_user_id: str) -> list[InviteRecord]: ...
 
-    @abstractmethod
     def insert_redaction(
         self, redaction_event_nid: EventNID, redacts_event_id: str, validated: bool
-    ) -> None: ...
+    ) -> None:
+        self.pending.redactions[redaction_event_nid] = (redacts_event_id, validated)
 
     @abstractmethod
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]: ...
@@ -224,6 +228,32 @@ class BatchBase(ABC):
     def flush(self) -> None:
         """Write the buffers; the store commits right after."""
         self._write_pending(self.pending)
+        self._write_redactions(self.pending)
+
+    def _write_redactions(self, pending: PendingWrites) -> None:
+        p = self.PARAM
+        if pending.redacted_json:
+            nids = [(nid,) for nid in pending.redacted_json]
+            changed = self._execute_many(
+                f"UPDATE events SET redacted = TRUE WHERE event_nid = {p}", nids
+            )
+            changed += self._execute_many(
+                f"UPDATE event_json SET json = {p} WHERE event_nid = {p}",
+                [(json, nid) for nid, json in pending.redacted_json.items()],
+            )
+            if changed != 2 * len(nids):
+                raise CorruptState(
+                    f"redact_event: some of event NIDs {sorted(pending.redacted_json)[:10]} "
+                    "are not stored"
+                )
+        if pending.redactions:
+            self._execute_many(
+                "INSERT INTO redactions (redaction_event_nid, redacts_event_id, validated)"
+                f" VALUES ({p}, {p}, {p}) ON CONFLICT (redaction_event_nid) DO UPDATE"
+                " SET redacts_event_id = excluded.redacts_event_id,"
+                " validated = excluded.validated",
+                [(nid, target, ok) for nid, (target, ok) in pending.redactions.items()],
+            )
 
     def publish(self) -> None:
         """After a successful commit: share what this batch created or read."""
@@ -402,7 +432,7 @@ class BatchBase(ABC):
                 missing.append(event_id)
         if missing:
             for record in self._select_event_rows(event_ids=list(dict.fromkeys(missing))):
-                found[record.event_id] = record
+                found[record.event_id] = self._as_redacted(record)
         return found
 
     def select_events(self, nids: Iterable[EventNID]) -> dict[EventNID, EventRecord]:
@@ -418,7 +448,7 @@ class BatchBase(ABC):
         if missing:
             missing = list(dict.fromkeys(missing))
             for record in self._select_event_rows(nids=missing):
-                found[record.event_nid] = record
+                found[record.event_nid] = self._as_redacted(record)
             lost = [n for n in missing if n not in found]
             if lost:
                 raise CorruptState(f"unknown event NIDs {sorted(lost)[:10]}")
@@ -508,8 +538,15 @@ class BatchBase(ABC):
             self.pending.events[event_nid] = replace(
                 record, json=bytes(redacted_json), redacted=True
             )
-        elif not self._redact_event_row(event_nid, bytes(redacted_json)):
-            raise CorruptState(f"redact_event: unknown event NID {event_nid}")
+        else:
+            # Written at commit with the batch's other redactions (one statement for all);
+            # reads in this batch see it through `_as_redacted`.
+            self.pending.redacted_json[event_nid] = bytes(redacted_json)
+
+    def _as_redacted(self, record: EventRecord) -> EventRecord:
+        """A stored row as this batch left it (redacted in it, not yet written)."""
+        json = self.pending.redacted_json.get(EventNID(record.event_nid))
+        return record if json is None else replace(record, json=json, redacted=True)
 
     # ================================================================ memberships etc.
 
@@ -540,8 +577,17 @@ class BatchBase(ABC):
     def select_pending_redactions(
         self, redacts_event_ids: Iterable[str]
     ) -> dict[str, list[RedactionRecord]]:
+        wanted = list(dict.fromkeys(redacts_event_ids))
+        records = {r.redaction_event_nid: r for r in self._select_redaction_rows(wanted)}
+        targets = set(wanted)
+        for nid, (target, validated) in self.pending.redactions.items():
+            if target in targets:
+                records[nid] = RedactionRecord(nid, target, validated)
+            else:
+                records.pop(nid, None)
         found: dict[str, list[RedactionRecord]] = {}
-        for record in self._select_redaction_rows(list(dict.fromkeys(redacts_event_ids))):
+        for nid in sorted(records):
+            record = records[nid]
             if not record.validated:
                 found.setdefault(record.redacts_event_id, []).append(record)
         return found

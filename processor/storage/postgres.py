@@ -226,6 +226,11 @@ class PostgresBatch(BatchBase):
     def _rows(self, query: str | sql.Composed, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(query, params).fetchall()
 
+    def _execute_many(self, query: str, rows: Sequence[Sequence[Any]]) -> int:
+        with self._conn.cursor() as cur:
+            cur.executemany(query, rows)
+            return cur.rowcount
+
     def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
         return self._conn.execute(query, params).rowcount
 
@@ -332,14 +337,6 @@ class PostgresBatch(BatchBase):
         )
         return cur.rowcount
 
-    def _redact_event_row(self, event_nid: int, redacted_json: bytes) -> int:
-        cur = self._conn.execute(
-            "WITH e AS (UPDATE events SET redacted = true WHERE event_nid = %s RETURNING 1)"
-            " UPDATE event_json SET json = %s WHERE event_nid = %s AND EXISTS (SELECT 1 FROM e)",
-            (event_nid, redacted_json, event_nid),
-        )
-        return cur.rowcount
-
     # -- state -----------------------------------------------------------------------------
 
     def _fetch_state(
@@ -431,16 +428,6 @@ class PostgresBatch(BatchBase):
             (target_user_id,),
         )
         return [InviteRecord(*row) for row in rows]
-
-    def insert_redaction(
-        self, redaction_event_nid: EventNID, redacts_event_id: str, validated: bool
-    ) -> None:
-        self._conn.execute(
-            "INSERT INTO redactions (redaction_event_nid, redacts_event_id, validated)"
-            " VALUES (%s, %s, %s) ON CONFLICT (redaction_event_nid) DO UPDATE"
-            " SET redacts_event_id = excluded.redacts_event_id, validated = excluded.validated",
-            (redaction_event_nid, redacts_event_id, validated),
-        )
 
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]:
         rows = self._rows(

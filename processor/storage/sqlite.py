@@ -235,6 +235,9 @@ class SqliteBatch(BatchBase):
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(query, params).fetchall()
 
+    def _execute_many(self, query: str, rows: Sequence[Sequence[Any]]) -> int:
+        return self._conn.executemany(query, rows).rowcount
+
     def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
         return self._conn.execute(query, params).rowcount
 
@@ -349,14 +352,6 @@ class SqliteBatch(BatchBase):
         )
         return cur.rowcount
 
-    def _redact_event_row(self, event_nid: int, redacted_json: bytes) -> int:
-        cur = self._conn.execute("UPDATE events SET redacted = 1 WHERE event_nid = ?", (event_nid,))
-        if not cur.rowcount:
-            return 0
-        return self._conn.execute(
-            "UPDATE event_json SET json = ? WHERE event_nid = ?", (redacted_json, event_nid)
-        ).rowcount
-
     # -- state -----------------------------------------------------------------------------
 
     def _fetch_state(
@@ -451,16 +446,6 @@ class SqliteBatch(BatchBase):
             (target_user_id,),
         )
         return [InviteRecord(r[0], r[1], r[2], bool(r[3])) for r in rows]
-
-    def insert_redaction(
-        self, redaction_event_nid: EventNID, redacts_event_id: str, validated: bool
-    ) -> None:
-        self._conn.execute(
-            "INSERT INTO redactions (redaction_event_nid, redacts_event_id, validated)"
-            " VALUES (?, ?, ?) ON CONFLICT (redaction_event_nid) DO UPDATE"
-            " SET redacts_event_id = excluded.redacts_event_id, validated = excluded.validated",
-            (redaction_event_nid, redacts_event_id, validated),
-        )
 
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]:
         records: list[RedactionRecord] = []

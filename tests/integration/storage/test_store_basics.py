@@ -161,8 +161,11 @@ def test_redact_and_update_events(store: StoreUnderTest) -> None:
         batch.redact_event(new, b'{"r":1}', redaction)  # still buffered
         batch.update_event(old, outlier=True, state_snapshot_nid=StateSnapshotNID(0))
         batch.update_event(new, rejected=True, rejection_reason="late")
-        with pytest.raises(CorruptState):
-            batch.redact_event(EventNID(555555), b"{}", redaction)
+        # The batch reads its own redaction before it is written.
+        assert batch.select_events([old])[old].json == b"{}"
+    # Redacting an event that is not stored fails the batch at commit.
+    with pytest.raises(CorruptState), store.store.batch() as batch:
+        batch.redact_event(EventNID(555555), b"{}", redaction)
     with store.reopen().batch() as batch:
         records = batch.select_events_by_id(["$old", "$new"])
         assert records["$old"].json == b"{}" and records["$old"].redacted
