@@ -61,7 +61,7 @@ class StateAt:
         self.changes = changes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 2x, per event
 class LoadedEvent:
     """A stored event with its decoded form."""
 

@@ -52,7 +52,7 @@ class RoomRecord:
     last_sent_event_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 2x, per event
 class EventRecord:
     event_nid: EventNID
     event_id: str
