@@ -124,6 +124,8 @@ def _room(row: tuple[Any, ...]) -> RoomRecord:
 
 #: The page cache of each connection, in KiB.
 SQLITE_CACHE_KIB = 256 * 1024
+#: WAL pages (4 KiB) between automatic checkpoints.
+SQLITE_CHECKPOINT_PAGES = 20_000
 
 
 class SqliteStore:
@@ -143,6 +145,10 @@ class SqliteStore:
             # The default page cache is 2 MB: the event indexes outgrow it within minutes of
             # ingest, and every insert then reads pages back from the file.
             self._conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            # A checkpoint (WAL pages copied back, with an fsync) every ~80 MB of WAL rather
+            # than every 4 MB: a batch dirties ~1,000 index pages, so the default checkpointed
+            # every few batches (measured: commits took half the time with this).
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
             self._conn.execute("PRAGMA busy_timeout=60000")
         except sqlite3.Error as e:
             raise StorageError(f"cannot open SQLite database {self.path}: {e}") from e
