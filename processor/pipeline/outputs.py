@@ -81,7 +81,11 @@ class OutputBuilder:
 
     def _emit(self, room_id: str, stream_position: int, kind: str, message: dict[str, Any],
               topic: str = "output") -> None:
-        payload = _encode(message)
+        self._emit_encoded(room_id, stream_position, _encode(message), topic)
+
+    def _emit_encoded(
+        self, room_id: str, stream_position: int, payload: bytes, topic: str = "output"
+    ) -> None:
         assert self._batch is not None and self._result is not None
         if topic == "output":
             self._result.outputs += 1
@@ -130,15 +134,15 @@ class OutputBuilder:
             "parts": 1,
         }
         limit = self._max - KAFKA_RECORD_OVERHEAD_BYTES
-        # The message with empty ID lists, and each ID as it is encoded in a list ("id",).
-        fixed = len(_encode(message))
-        removes_sizes = [len(_encode(i)) + 1 for i in removes]
-        adds_sizes = [len(_encode(i)) + 1 for i in adds]
         message["adds_state_event_ids"] = adds
         message["removes_state_event_ids"] = removes
-        if fixed + sum(removes_sizes) + sum(adds_sizes) <= limit:
-            self._emit(room.record.room_id, position, "new_room_event", message)
+        payload = _encode(message)
+        if len(payload) <= limit:
+            self._emit_encoded(room.record.room_id, position, payload)
             return
+        # Each ID as it is encoded in a list ("id",).
+        removes_sizes = [len(_encode(i)) + 1 for i in removes]
+        adds_sizes = [len(_encode(i)) + 1 for i in adds]
         # Split the delta into parts that each fit (see the module docstring). Sized with
         # the event in every part and the largest part numbers: a bound for every part.
         sizing = dict(message, adds_state_event_ids=[], removes_state_event_ids=[],
