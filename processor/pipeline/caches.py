@@ -355,6 +355,7 @@ class RoomCache:
                 state_snapshot_nid=state_snapshot_nid,
                 rejected=rejection_reason is not None,
                 rejection_reason=rejection_reason,
+                prev_event_nids=prev_event_nids,
             )
             nid = outlier_nid
         else:

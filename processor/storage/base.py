@@ -11,7 +11,7 @@ a broken invariant, never "not found".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -172,8 +172,10 @@ class Batch(Protocol):
         state_snapshot_nid: StateSnapshotNID | None = None,
         rejected: bool | None = None,
         rejection_reason: str | None = None,
+        prev_event_nids: Sequence[EventNID] | None = None,
     ) -> None:
-        """Change an event's processing fields (e.g. an outlier later processed as new)."""
+        """Change an event's processing fields (e.g. an outlier later processed as new:
+        it gains a state, and its prev events now that they are stored)."""
         ...
 
     def redact_event(

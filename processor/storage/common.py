@@ -161,6 +161,7 @@ class BatchBase(ABC):
         state_snapshot_nid: int | None,
         rejected: bool | None,
         rejection_reason: str | None,
+        prev_event_nids: Sequence[int] | None,
     ) -> int:
         """Returns the number of rows changed."""
 
@@ -503,11 +504,15 @@ class BatchBase(ABC):
         state_snapshot_nid: StateSnapshotNID | None = None,
         rejected: bool | None = None,
         rejection_reason: str | None = None,
+        prev_event_nids: Sequence[EventNID] | None = None,
     ) -> None:
         record = self.pending.events.get(event_nid)
         if record is not None:
             self.pending.events[event_nid] = replace(
                 record,
+                prev_event_nids=(
+                    record.prev_event_nids if prev_event_nids is None else tuple(prev_event_nids)
+                ),
                 outlier=record.outlier if outlier is None else outlier,
                 state_snapshot_nid=(
                     record.state_snapshot_nid
@@ -526,6 +531,7 @@ class BatchBase(ABC):
             state_snapshot_nid=state_snapshot_nid,
             rejected=rejected,
             rejection_reason=rejection_reason,
+            prev_event_nids=None if prev_event_nids is None else list(prev_event_nids),
         )
         if not changed:
             raise CorruptState(f"update_event: unknown event NID {event_nid}")

@@ -327,13 +327,18 @@ class PostgresBatch(BatchBase):
         state_snapshot_nid: int | None,
         rejected: bool | None,
         rejection_reason: str | None,
+        prev_event_nids: Sequence[int] | None,
     ) -> int:
         cur = self._conn.execute(
             "UPDATE events SET outlier = coalesce(%s, outlier),"
             " state_snapshot_nid = coalesce(%s, state_snapshot_nid),"
             " rejected = coalesce(%s, rejected),"
-            " rejection_reason = coalesce(%s, rejection_reason) WHERE event_nid = %s",
-            (outlier, state_snapshot_nid, rejected, rejection_reason, event_nid),
+            " rejection_reason = coalesce(%s, rejection_reason),"
+            " prev_event_nids = coalesce(%s, prev_event_nids) WHERE event_nid = %s",
+            (
+                outlier, state_snapshot_nid, rejected, rejection_reason,
+                prev_event_nids, event_nid,
+            ),
         )
         return cur.rowcount
 

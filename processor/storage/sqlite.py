@@ -348,13 +348,18 @@ class SqliteBatch(BatchBase):
         state_snapshot_nid: int | None,
         rejected: bool | None,
         rejection_reason: str | None,
+        prev_event_nids: Sequence[int] | None,
     ) -> int:
         cur = self._conn.execute(
             "UPDATE events SET outlier = coalesce(?, outlier),"
             " state_snapshot_nid = coalesce(?, state_snapshot_nid),"
             " rejected = coalesce(?, rejected),"
-            " rejection_reason = coalesce(?, rejection_reason) WHERE event_nid = ?",
-            (outlier, state_snapshot_nid, rejected, rejection_reason, event_nid),
+            " rejection_reason = coalesce(?, rejection_reason),"
+            " prev_event_nids = coalesce(?, prev_event_nids) WHERE event_nid = ?",
+            (
+                outlier, state_snapshot_nid, rejected, rejection_reason,
+                None if prev_event_nids is None else pack_nids(prev_event_nids), event_nid,
+            ),
         )
         return cur.rowcount
 

@@ -161,6 +161,10 @@ def test_redact_and_update_events(store: StoreUnderTest) -> None:
         batch.redact_event(new, b'{"r":1}', redaction)  # still buffered
         batch.update_event(old, outlier=True, state_snapshot_nid=StateSnapshotNID(0))
         batch.update_event(new, rejected=True, rejection_reason="late")
+        # An outlier processed later gains the prev events it now has (committed row and
+        # buffered row alike).
+        batch.update_event(old, prev_event_nids=[new])
+        batch.update_event(new, prev_event_nids=[old, redaction])
         # The batch reads its own redaction before it is written.
         assert batch.select_events([old])[old].json == b"{}"
     # Redacting an event that is not stored fails the batch at commit.
@@ -172,6 +176,8 @@ def test_redact_and_update_events(store: StoreUnderTest) -> None:
         assert records["$old"].outlier
         assert records["$new"].json == b'{"r":1}' and records["$new"].redacted
         assert records["$new"].rejected and records["$new"].rejection_reason == "late"
+        assert tuple(records["$old"].prev_event_nids) == (new,)
+        assert tuple(records["$new"].prev_event_nids) == (old, redaction)
 
 
 def test_inserting_an_event_twice_fails(store: StoreUnderTest) -> None:
