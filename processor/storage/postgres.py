@@ -215,6 +215,11 @@ class PostgresStore:
             return [pool.popleft() for _ in range(count)]
 
 
+#: From this many buffered rows on, a batch is written with COPY; below, with INSERTs in
+#: one pipelined round trip.
+COPY_FROM_ROWS = 64
+
+
 class PostgresBatch(BatchBase):
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
         super().__init__(store.caches)
@@ -480,6 +485,94 @@ class PostgresBatch(BatchBase):
 
     # -- commit ----------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        pending = self.pending
+        if len(pending.events) + len(pending.outbox) >= COPY_FROM_ROWS:
+            super().flush()
+            return
+        # A small batch (a quiet stream: a handful of events per poll): every statement in
+        # one round trip (pipeline mode) instead of a COPY and a round trip each.
+        with self._conn.pipeline(), self._conn.cursor() as cur:
+            self._write_rows(cur, pending)
+        self._write_redactions(pending)
+
+    def _write_rows(self, cur: psycopg.Cursor[Any], pending: PendingWrites) -> None:
+        """The buffered rows as plain INSERTs (for pipeline mode, where COPY is not
+        allowed)."""
+        if pending.events:
+            events = list(pending.events.values())
+            cur.executemany(
+                "INSERT INTO events (event_nid, room_nid, event_type_nid, state_key_nid, depth,"
+                " outlier, rejected, redacted, state_snapshot_nid, auth_event_nids,"
+                " prev_event_nids, rejection_reason, event_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (e.event_nid, e.room_nid, e.type_nid, e.state_key_nid, e.depth,
+                     e.outlier, e.rejected, e.redacted, e.state_snapshot_nid,
+                     list(e.auth_event_nids), list(e.prev_event_nids),
+                     e.rejection_reason, e.event_id)
+                    for e in events
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO event_json (event_nid, json) VALUES (%s, %s)",
+                [(e.event_nid, e.json) for e in events],
+            )
+        if pending.blocks:
+            cur.executemany(
+                "INSERT INTO state_blocks (state_block_nid, hash, entry_count, data)"
+                " VALUES (%s, %s, %s, %s)",
+                [
+                    (nid, block.hash, len(block), encode_block(block.entries))
+                    for nid, block in pending.blocks.items()
+                ],
+            )
+        if pending.snapshots:
+            cur.executemany(
+                "INSERT INTO state_snapshots (state_snapshot_nid, hash, room_nid, chunk_count,"
+                " chunk_level, block_nids) VALUES (%s, %s, %s, %s, %s, %s)",
+                [
+                    (row.meta.snapshot_nid, row.hash, row.room_nid, row.meta.chunk_count,
+                     row.meta.chunk_level, list(row.meta.block_nids))
+                    for row in pending.snapshots.values()
+                ],
+            )
+        self._write_memberships_and_rooms(cur, pending)
+        if pending.outbox:
+            cur.executemany(
+                "INSERT INTO outbox (partition, room_id, stream_position, payload)"
+                " VALUES (%s, %s, %s, %s)",
+                pending.outbox,
+            )
+
+    def _write_memberships_and_rooms(
+        self, cur: psycopg.Cursor[Any], pending: PendingWrites
+    ) -> None:
+        if pending.memberships:
+            records = list(pending.memberships.values())
+            cur.execute(
+                "INSERT INTO memberships (room_nid, target_nid, membership, event_nid)"
+                " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[])"
+                " ON CONFLICT (room_nid, target_nid) DO UPDATE"
+                " SET membership = excluded.membership, event_nid = excluded.event_nid",
+                (
+                    [r.room_nid for r in records],
+                    [r.target_nid for r in records],
+                    [r.membership for r in records],
+                    [r.event_nid for r in records],
+                ),
+            )
+        if pending.rooms:
+            cur.executemany(
+                "UPDATE rooms SET forward_extremities = %s, current_snapshot_nid = %s,"
+                " last_stream_position = %s, last_sent_event_id = %s WHERE room_nid = %s",
+                [
+                    (list(r.forward_extremities), r.current_snapshot_nid,
+                     r.last_stream_position, r.last_sent_event_id, r.room_nid)
+                    for r in pending.rooms.values()
+                ],
+            )
+
     def _write_pending(self, pending: PendingWrites) -> None:
         conn = self._conn
         with conn.cursor() as cur:
@@ -527,30 +620,7 @@ class PostgresBatch(BatchBase):
                             (meta.snapshot_nid, row.hash, row.room_nid, meta.chunk_count,
                              meta.chunk_level, list(meta.block_nids))
                         )
-            if pending.memberships:
-                records = list(pending.memberships.values())
-                cur.execute(
-                    "INSERT INTO memberships (room_nid, target_nid, membership, event_nid)"
-                    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[])"
-                    " ON CONFLICT (room_nid, target_nid) DO UPDATE"
-                    " SET membership = excluded.membership, event_nid = excluded.event_nid",
-                    (
-                        [r.room_nid for r in records],
-                        [r.target_nid for r in records],
-                        [r.membership for r in records],
-                        [r.event_nid for r in records],
-                    ),
-                )
-            if pending.rooms:
-                cur.executemany(
-                    "UPDATE rooms SET forward_extremities = %s, current_snapshot_nid = %s,"
-                    " last_stream_position = %s, last_sent_event_id = %s WHERE room_nid = %s",
-                    [
-                        (list(r.forward_extremities), r.current_snapshot_nid,
-                         r.last_stream_position, r.last_sent_event_id, r.room_nid)
-                        for r in pending.rooms.values()
-                    ],
-                )
+            self._write_memberships_and_rooms(cur, pending)
             if pending.outbox:
                 with cur.copy(
                     "COPY outbox (partition, room_id, stream_position, payload)"
