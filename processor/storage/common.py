@@ -170,6 +170,10 @@ class BatchBase(ABC):
         """Returns the number of rows changed."""
 
     @abstractmethod
+    def _nid_array(self, nids: Iterable[int]) -> Any:
+        """A list of NIDs as the driver binds it to an array column."""
+
+    @abstractmethod
     def _fetch_state(
         self, snapshot_nids: Sequence[int], block_nids: Sequence[int]
     ) -> tuple[list[SnapshotMeta], list[tuple[int, bytes, bytes]]]:
@@ -230,6 +234,79 @@ class BatchBase(ABC):
         """Write the buffers; the store commits right after."""
         self._write_pending(self.pending)
         self._write_redactions(self.pending)
+
+    def _insert_pending_rows(self, pending: PendingWrites) -> None:
+        """The buffered rows as plain INSERTs, a statement per table."""
+        p = self.PARAM
+        nid_array = self._nid_array
+        if pending.events:
+            events = list(pending.events.values())
+            self._execute_many(
+                "INSERT INTO events (event_nid, room_nid, event_type_nid, state_key_nid, depth,"
+                " outlier, rejected, redacted, state_snapshot_nid, auth_event_nids,"
+                " prev_event_nids, rejection_reason, event_id)"
+                f" VALUES ({', '.join([p] * 13)})",
+                [
+                    (e.event_nid, e.room_nid, e.type_nid, e.state_key_nid, e.depth,
+                     e.outlier, e.rejected, e.redacted, e.state_snapshot_nid,
+                     nid_array(e.auth_event_nids), nid_array(e.prev_event_nids),
+                     e.rejection_reason, e.event_id)
+                    for e in events
+                ],
+            )
+            self._execute_many(
+                f"INSERT INTO event_json (event_nid, json) VALUES ({p}, {p})",
+                [(e.event_nid, e.json) for e in events],
+            )
+        if pending.blocks:
+            self._execute_many(
+                "INSERT INTO state_blocks (state_block_nid, hash, entry_count, data)"
+                f" VALUES ({p}, {p}, {p}, {p})",
+                [
+                    (nid, block.hash, len(block), state_blocks.encode_block(block.entries))
+                    for nid, block in pending.blocks.items()
+                ],
+            )
+        if pending.snapshots:
+            self._execute_many(
+                "INSERT INTO state_snapshots (state_snapshot_nid, hash, room_nid, chunk_count,"
+                f" chunk_level, block_nids) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+                [
+                    (row.meta.snapshot_nid, row.hash, row.room_nid, row.meta.chunk_count,
+                     row.meta.chunk_level, nid_array(row.meta.block_nids))
+                    for row in pending.snapshots.values()
+                ],
+            )
+        self._write_memberships_and_rooms(pending)
+        if pending.outbox:
+            self._execute_many(
+                "INSERT INTO outbox (partition, room_id, stream_position, payload)"
+                f" VALUES ({p}, {p}, {p}, {p})",
+                pending.outbox,
+            )
+
+    def _write_memberships_and_rooms(self, pending: PendingWrites) -> None:
+        p = self.PARAM
+        if pending.memberships:
+            self._execute_many(
+                "INSERT INTO memberships (room_nid, target_nid, membership, event_nid)"
+                f" VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (room_nid, target_nid) DO UPDATE"
+                " SET membership = excluded.membership, event_nid = excluded.event_nid",
+                [
+                    (r.room_nid, r.target_nid, r.membership, r.event_nid)
+                    for r in pending.memberships.values()
+                ],
+            )
+        if pending.rooms:
+            self._execute_many(
+                f"UPDATE rooms SET forward_extremities = {p}, current_snapshot_nid = {p},"
+                f" last_stream_position = {p}, last_sent_event_id = {p} WHERE room_nid = {p}",
+                [
+                    (self._nid_array(r.forward_extremities), r.current_snapshot_nid,
+                     r.last_stream_position, r.last_sent_event_id, r.room_nid)
+                    for r in pending.rooms.values()
+                ],
+            )
 
     def _write_redactions(self, pending: PendingWrites) -> None:
         p = self.PARAM

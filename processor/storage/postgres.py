@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -492,86 +492,12 @@ class PostgresBatch(BatchBase):
             return
         # A small batch (a quiet stream: a handful of events per poll): every statement in
         # one round trip (pipeline mode) instead of a COPY and a round trip each.
-        with self._conn.pipeline(), self._conn.cursor() as cur:
-            self._write_rows(cur, pending)
+        with self._conn.pipeline():
+            self._insert_pending_rows(pending)
         self._write_redactions(pending)
 
-    def _write_rows(self, cur: psycopg.Cursor[Any], pending: PendingWrites) -> None:
-        """The buffered rows as plain INSERTs (for pipeline mode, where COPY is not
-        allowed)."""
-        if pending.events:
-            events = list(pending.events.values())
-            cur.executemany(
-                "INSERT INTO events (event_nid, room_nid, event_type_nid, state_key_nid, depth,"
-                " outlier, rejected, redacted, state_snapshot_nid, auth_event_nids,"
-                " prev_event_nids, rejection_reason, event_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (e.event_nid, e.room_nid, e.type_nid, e.state_key_nid, e.depth,
-                     e.outlier, e.rejected, e.redacted, e.state_snapshot_nid,
-                     list(e.auth_event_nids), list(e.prev_event_nids),
-                     e.rejection_reason, e.event_id)
-                    for e in events
-                ],
-            )
-            cur.executemany(
-                "INSERT INTO event_json (event_nid, json) VALUES (%s, %s)",
-                [(e.event_nid, e.json) for e in events],
-            )
-        if pending.blocks:
-            cur.executemany(
-                "INSERT INTO state_blocks (state_block_nid, hash, entry_count, data)"
-                " VALUES (%s, %s, %s, %s)",
-                [
-                    (nid, block.hash, len(block), encode_block(block.entries))
-                    for nid, block in pending.blocks.items()
-                ],
-            )
-        if pending.snapshots:
-            cur.executemany(
-                "INSERT INTO state_snapshots (state_snapshot_nid, hash, room_nid, chunk_count,"
-                " chunk_level, block_nids) VALUES (%s, %s, %s, %s, %s, %s)",
-                [
-                    (row.meta.snapshot_nid, row.hash, row.room_nid, row.meta.chunk_count,
-                     row.meta.chunk_level, list(row.meta.block_nids))
-                    for row in pending.snapshots.values()
-                ],
-            )
-        self._write_memberships_and_rooms(cur, pending)
-        if pending.outbox:
-            cur.executemany(
-                "INSERT INTO outbox (partition, room_id, stream_position, payload)"
-                " VALUES (%s, %s, %s, %s)",
-                pending.outbox,
-            )
-
-    def _write_memberships_and_rooms(
-        self, cur: psycopg.Cursor[Any], pending: PendingWrites
-    ) -> None:
-        if pending.memberships:
-            records = list(pending.memberships.values())
-            cur.execute(
-                "INSERT INTO memberships (room_nid, target_nid, membership, event_nid)"
-                " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[])"
-                " ON CONFLICT (room_nid, target_nid) DO UPDATE"
-                " SET membership = excluded.membership, event_nid = excluded.event_nid",
-                (
-                    [r.room_nid for r in records],
-                    [r.target_nid for r in records],
-                    [r.membership for r in records],
-                    [r.event_nid for r in records],
-                ),
-            )
-        if pending.rooms:
-            cur.executemany(
-                "UPDATE rooms SET forward_extremities = %s, current_snapshot_nid = %s,"
-                " last_stream_position = %s, last_sent_event_id = %s WHERE room_nid = %s",
-                [
-                    (list(r.forward_extremities), r.current_snapshot_nid,
-                     r.last_stream_position, r.last_sent_event_id, r.room_nid)
-                    for r in pending.rooms.values()
-                ],
-            )
+    def _nid_array(self, nids: Iterable[int]) -> list[int]:
+        return list(nids)
 
     def _write_pending(self, pending: PendingWrites) -> None:
         conn = self._conn
@@ -620,7 +546,7 @@ class PostgresBatch(BatchBase):
                             (meta.snapshot_nid, row.hash, row.room_nid, meta.chunk_count,
                              meta.chunk_level, list(meta.block_nids))
                         )
-            self._write_memberships_and_rooms(cur, pending)
+            self._write_memberships_and_rooms(pending)
             if pending.outbox:
                 with cur.copy(
                     "COPY outbox (partition, room_id, stream_position, payload)"

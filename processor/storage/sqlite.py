@@ -27,7 +27,6 @@ from processor.core.nids import (
     StateBlockNID,
     StateSnapshotNID,
 )
-from processor.core.state_blocks import encode_block
 from processor.errors import CorruptState, StorageError
 from processor.storage.base import (
     EventRecord,
@@ -507,74 +506,7 @@ class SqliteBatch(BatchBase):
     # -- commit ----------------------------------------------------------------------------
 
     def _write_pending(self, pending: PendingWrites) -> None:
-        conn = self._conn
-        if pending.events:
-            events = list(pending.events.values())
-            conn.executemany(
-                "INSERT INTO events (event_nid, room_nid, event_type_nid, state_key_nid, depth,"
-                " outlier, rejected, redacted, state_snapshot_nid, auth_event_nids,"
-                " prev_event_nids, rejection_reason, event_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.event_nid, e.room_nid, e.type_nid, e.state_key_nid, e.depth,
-                        e.outlier, e.rejected, e.redacted, e.state_snapshot_nid,
-                        pack_nids(e.auth_event_nids), pack_nids(e.prev_event_nids),
-                        e.rejection_reason, e.event_id,
-                    )
-                    for e in events
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO event_json (event_nid, json) VALUES (?, ?)",
-                [(e.event_nid, e.json) for e in events],
-            )
-        if pending.blocks:
-            conn.executemany(
-                "INSERT INTO state_blocks (state_block_nid, hash, entry_count, data)"
-                " VALUES (?, ?, ?, ?)",
-                [
-                    (nid, block.hash, len(block), encode_block(block.entries))
-                    for nid, block in pending.blocks.items()
-                ],
-            )
-        if pending.snapshots:
-            conn.executemany(
-                "INSERT INTO state_snapshots (state_snapshot_nid, hash, room_nid, chunk_count,"
-                " chunk_level, block_nids) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        row.meta.snapshot_nid, row.hash, row.room_nid, row.meta.chunk_count,
-                        row.meta.chunk_level, pack_nids(row.meta.block_nids),
-                    )
-                    for row in pending.snapshots.values()
-                ],
-            )
-        if pending.memberships:
-            conn.executemany(
-                "INSERT INTO memberships (room_nid, target_nid, membership, event_nid)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (room_nid, target_nid) DO UPDATE"
-                " SET membership = excluded.membership, event_nid = excluded.event_nid",
-                [
-                    (r.room_nid, r.target_nid, r.membership, r.event_nid)
-                    for r in pending.memberships.values()
-                ],
-            )
-        if pending.rooms:
-            conn.executemany(
-                "UPDATE rooms SET forward_extremities = ?, current_snapshot_nid = ?,"
-                " last_stream_position = ?, last_sent_event_id = ? WHERE room_nid = ?",
-                [
-                    (
-                        pack_nids(r.forward_extremities), r.current_snapshot_nid,
-                        r.last_stream_position, r.last_sent_event_id, r.room_nid,
-                    )
-                    for r in pending.rooms.values()
-                ],
-            )
-        if pending.outbox:
-            conn.executemany(
-                "INSERT INTO outbox (partition, room_id, stream_position, payload)"
-                " VALUES (?, ?, ?, ?)",
-                pending.outbox,
-            )
+        self._insert_pending_rows(pending)
+
+    def _nid_array(self, nids: Iterable[int]) -> bytes:
+        return pack_nids(nids)
