@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from processor.errors import StorageError
 from processor.storage.base import OutboxRecord, Store
@@ -145,6 +145,16 @@ async def last_relayed_seq(consumer: AIOKafkaConsumer, tp: TopicPartition) -> in
         window *= 8
 
 
+def _sender_failure(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error that ended the producer's sender task (aiokafka then refuses every send
+    with `IllegalOperation`), or None while the sender runs."""
+    task = producer._sender.sender_task
+    if task is None or not task.done() or task.cancelled():
+        return None
+    failure: BaseException | None = task.exception()
+    return failure
+
+
 class TailReader:
     """Reads the last `seq` of output partitions with one shared, unsubscribed consumer.
 
@@ -238,6 +248,13 @@ class OutboxRelay:
         with self._store.batch() as batch:
             return batch.select_outbox(self._partition, self._limit)
 
+    def _delete_and_select(self, up_to_seq: int) -> list[OutboxRecord]:
+        """Forget the rows Kafka now holds and read the next ones: one transaction, so a
+        busy partition's passes take one database call per Kafka transaction."""
+        with self._store.batch() as batch:
+            batch.delete_outbox(self._partition, up_to_seq)
+            return batch.select_outbox(self._partition, self._limit)
+
     async def run_once(self) -> int:
         """Publish everything in the outbox for this partition; returns how many.
 
@@ -252,19 +269,19 @@ class OutboxRelay:
             producer = self._producer or await self._start()
             if not self._recovered:
                 await self._recover()
-            # Batches announced so far are committed: the passes below relay their rows.
+            # Batches announced before a read are committed: a read that is not cut short
+            # by the limit holds every row of theirs not relayed yet.
             covered = self._committed_offset
+            records = await asyncio.to_thread(self._select)
             while True:
-                records = await asyncio.to_thread(self._select)
+                complete = len(records) < self._limit
                 if not records:
-                    if covered > self._caught_up_offset:
-                        self._caught_up_offset = covered
-                        if self._on_caught_up is not None:
-                            self._on_caught_up(covered)
+                    self._caught_up(covered)
                     return sent
                 await self._publish(producer, records)
+                next_covered = self._committed_offset
                 try:
-                    await asyncio.to_thread(self._delete, records[-1].seq)
+                    following = await asyncio.to_thread(self._delete_and_select, records[-1].seq)
                 except BaseException:
                     # In Kafka but still in the outbox: the next pass must recover first,
                     # or it sends these rows again.
@@ -273,6 +290,15 @@ class OutboxRelay:
                 sent += len(records)
                 if self._on_relayed is not None:
                     self._on_relayed(len(records))
+                if complete:
+                    self._caught_up(covered)
+                records, covered = following, next_covered
+
+    def _caught_up(self, covered: int) -> None:
+        if covered > self._caught_up_offset:
+            self._caught_up_offset = covered
+            if self._on_caught_up is not None:
+                self._on_caught_up(covered)
 
     async def _publish(self, producer: AIOKafkaProducer, records: list[OutboxRecord]) -> None:
         """One Kafka transaction: all of `records` become visible, or none."""
@@ -300,6 +326,20 @@ class OutboxRelay:
             self._recovered = False
             raise RelayFenced(
                 f"partition {self._partition}: another instance's relay fenced this one"
+            ) from e
+        except IllegalOperation as e:
+            self._recovered = False
+            cause = _sender_failure(producer)
+            if cause is None:
+                raise
+            # Fenced while the transaction was open (or another fatal producer error): the
+            # producer's sender died with it and the send was refused. This producer can
+            # never send again; a new one must not be started here (see the module
+            # docstring), so the relay stops and the instance rejoins the group.
+            self._fenced = True
+            raise RelayFenced(
+                f"partition {self._partition}: the relay's producer failed ({cause!r}), "
+                "fenced by another instance or unusable"
             ) from e
         except BaseException:
             self._recovered = False

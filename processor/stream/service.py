@@ -1,9 +1,14 @@
 """`roomserver run`: the Kafka consumer loop around the input handler.
 
 One consumer in a consumer group reads the input topic. Each assigned partition has a
-`PartitionWorker` with its own database connection, caches and outbox relay; the partitions
-of one poll are processed concurrently (each in a worker thread), each strictly in offset
-order, one database transaction per partition batch.
+`PartitionWorker` with its own caches, outbox relay and task: the consume loop only fetches
+and hands each partition's records to its worker's queue, so it keeps fetching while
+batches run; each worker takes whatever its queue holds (up to the batch size: it never
+waits for a batch to fill) and processes it in one database transaction, in a worker
+thread, strictly in offset order. Partitions proceed independently: a slow one never holds
+up the others. A queue that grows past `QUEUE_BATCHES` batches pauses its partition in the
+consumer until the worker catches up (aiokafka then drops what it buffered for it and
+fetches it again from the position after the queue's last record: nothing is skipped).
 
 Exactly once (design §6): the next input offset is stored in PostgreSQL in the batch's own
 transaction, with a compare-and-set on the offset the batch started from, so a stale owner
@@ -24,9 +29,12 @@ what they committed, and leaves the group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -59,6 +67,29 @@ log = logging.getLogger(__name__)
 #: Pause before retrying after a transient failure (database or broker unavailable).
 RETRY_SECONDS = 1.0
 
+#: Batches processed at the same time, each in a thread of the service's batch pool. More
+#: threads add no CPU (the GIL); they overlap one batch's database round trips with another
+#: batch's Python work. Beyond two, threads waiting for the GIL after every round trip make
+#: each batch slower: measured with tests/benchmarks/bench_e2e.py at 1,000 events/s, six
+#: threads took 71 ms per 15-event batch, two threads 19 ms.
+PROCESSING_THREADS = 2
+
+#: A partition whose queue holds this many batches (batch size x this) is paused in the
+#: consumer until its worker has taken them: bounded memory, and the next batch is full.
+QUEUE_BATCHES = 2
+
+#: The consumer's poll timeout: how often the loop checks for stop, stalls and failures.
+POLL_TIMEOUT_MS = 100
+
+#: The longest a fetch request waits on the broker for input. aiokafka keeps one fetch
+#: in flight per broker: a partition whose queue was just taken (or that was just resumed)
+#: is fetched only after the fetch in flight returns, so its default (500 ms) would be a
+#: latency floor whenever the other partitions are quiet.
+FETCH_MAX_WAIT_MS = 10
+
+#: Seconds between two commits of the processed offsets to Kafka (for lag tooling only).
+COMMIT_INTERVAL_SECONDS = 1.0
+
 
 class StaleBatch(Exception):
     """The stored input offset moved under us: another instance owns the partition now."""
@@ -73,10 +104,21 @@ class PartitionWorker:
     relay: OutboxRelay
     max_message_bytes: int
     cache: RoomCache = field(default_factory=RoomCache)
+    #: Held while a batch is taken and processed: whoever holds it keeps the next batch
+    #: from starting (`release` waits on it for the batch in flight).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: False (a rebuild with no output topic): outputs and dead letters are built, so stream
     #: positions advance as in the original run, but never written to the outbox.
     outputs_enabled: bool = True
+    #: Fetched and not yet processed, in offset order.
+    queue: deque[InputMessage] = field(default_factory=deque)
+    #: Set while the queue holds messages, and on release.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The partition is paused in the consumer (its queue is full).
+    paused: bool = False
+    #: Released: the task ends after the batch in flight.
+    released: bool = False
+    task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.outputs = OutputBuilder(
@@ -85,6 +127,28 @@ class PartitionWorker:
             sink="outbox" if self.outputs_enabled else "memory",
         )
         self.handler = InputHandler(self.settings.server_name, self.cache, self.outputs)
+
+    def enqueue(self, messages: list[InputMessage]) -> None:
+        self.queue.extend(messages)
+        self.arrived.set()
+
+    def take(self, limit: int) -> list[InputMessage]:
+        """Up to `limit` queued messages, oldest first."""
+        queue = self.queue
+        if len(queue) <= limit:
+            taken = list(queue)
+            queue.clear()
+        else:
+            taken = [queue.popleft() for _ in range(limit)]
+        if not queue:
+            self.arrived.clear()
+        return taken
+
+    def put_back(self, messages: list[InputMessage]) -> None:
+        """`messages` (just taken) go back to the front of the queue, to be retried."""
+        self.queue.extendleft(reversed(messages))
+        if self.queue:
+            self.arrived.set()
 
     def process(self, messages: list[InputMessage]) -> BatchResult | None:
         """One transaction: the batch's effects, its outputs and the next input offset."""
@@ -151,6 +215,12 @@ class RoomserverService:
         self._tail_reader: AIOKafkaConsumer | None = None
         self._tail: TailReader | None = None
         self._commit: asyncio.Task[None] | None = None
+        self._last_commit = 0.0
+        #: Batches in flight at once (`PROCESSING_THREADS`), and the threads they run in:
+        #: the relays' short database calls use the default executor, so they never queue
+        #: behind batches.
+        self._threads = asyncio.Semaphore(PROCESSING_THREADS)
+        self._executor: ThreadPoolExecutor | None = None
         self._max_message_bytes = settings.max_output_message_bytes
         #: One store for every partition: it is thread-safe (a connection pool).
         self._store: Store | None = None
@@ -199,9 +269,12 @@ class RoomserverService:
             self.workers[p] = worker
             fresh.append(worker)
             log.info("partition %d assigned, resuming at offset %d", p, offsets[p])
-        if self._output_enabled:
-            for worker in fresh:
+        for worker in fresh:
+            if self._output_enabled:
                 worker.relay.start(self._relay_failed(worker.partition))
+            worker.task = asyncio.create_task(
+                self._work(worker), name=f"partition-{worker.partition}"
+            )
 
     def _stored_offsets(self, store: Store, partitions: list[int]) -> dict[int, int]:
         with store.batch() as batch:
@@ -232,13 +305,19 @@ class RoomserverService:
         self.metrics.outbox_backlog.labels(str(partition)).set(backlog)
 
     async def release(self, partitions: list[int]) -> None:
-        """Stop working on `partitions`; their relays make a last pass, side by side."""
+        """Stop working on `partitions`: the batches in flight finish, what is queued is
+        dropped (the next owner reads it again from the stored offsets), and the relays make
+        a last pass, side by side."""
 
         async def release_one(worker: PartitionWorker) -> None:
-            async with worker.lock:  # let an in-flight batch finish first
-                # A last pass relays what the partition committed; what fails stays in the
-                # outbox for the next owner.
-                await worker.relay.close()
+            worker.released = True
+            worker.arrived.set()
+            if worker.task is not None:
+                await asyncio.gather(worker.task, return_exceptions=True)
+            worker.queue.clear()
+            # A last pass relays what the partition committed; what fails stays in the
+            # outbox for the next owner.
+            await worker.relay.close()
             log.info("partition %d released", worker.partition)
 
         workers = [w for w in (self.workers.pop(p, None) for p in partitions) if w is not None]
@@ -261,51 +340,103 @@ class RoomserverService:
 
         return failed
 
-    async def _read_again(self, partition: int, why: str) -> None:
-        """Drop what was fetched after a failed batch: continue from the stored offset."""
+    async def _read_again(self, worker: PartitionWorker, why: str) -> None:
+        """Drop what was fetched after a stale batch: continue from the stored offset."""
+        partition = worker.partition
         store = self._require_store()
         offset = (await asyncio.to_thread(self._stored_offsets, store, [partition]))[partition]
         log.warning("partition %d: %s; reading again from offset %d", partition, why, offset)
-        if self._consumer is not None and partition in self.workers:
-            self._consumer.seek(TopicPartition(self.settings.input_topic, partition), offset)
+        if self._consumer is not None and self.workers.get(partition) is worker:
+            # In one step, with no await between them: records queued until now are
+            # dropped, and aiokafka returns none fetched before the seek.
+            worker.queue.clear()
+            worker.arrived.clear()
+            tp = TopicPartition(self.settings.input_topic, partition)
+            self._consumer.seek(tp, offset)
+            self._resume(worker)
+
+    def _resume(self, worker: PartitionWorker) -> None:
+        if worker.paused and self._consumer is not None:
+            self._consumer.resume(TopicPartition(self.settings.input_topic, worker.partition))
+            worker.paused = False
 
     # ------------------------------------------------------------ the loop
 
-    async def _handle(self, worker: PartitionWorker, messages: list[InputMessage]) -> None:
-        async with worker.lock:
-            if self.workers.get(worker.partition) is not worker:
-                return  # revoked while waiting
-            started = time.perf_counter()
-            try:
-                result = await asyncio.to_thread(worker.process, messages)
-            except StaleBatch as e:
-                # Never carry on after the dropped batch: that would skip it.
-                await self._read_again(worker.partition, str(e))
-                return
-            except StorageError as e:
-                # Transient (the database went away) or not, the batch rolled back as a
-                # whole: retry it, after a pause, rather than crash or skip it.
-                log.error("partition %d: batch at offset %d failed: %s",
-                          worker.partition, messages[0].offset, e)
-                await asyncio.sleep(RETRY_SECONDS)
-                if self._consumer is not None and self.workers.get(worker.partition) is worker:
-                    # Offsets below the stored one are skipped by `process`.
-                    self._consumer.seek(
-                        TopicPartition(self.settings.input_topic, worker.partition),
-                        messages[0].offset,
-                    )
-                return
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            if result is not None:
-                self._record(worker.partition, result)
-            self.processed += len(messages)
-            if self._output_enabled:
-                # Processed = committed and relayed: the position moves when the relay
-                # reports the batch's outputs in Kafka (`_caught_up`).
-                worker.relay.notify(messages[-1].offset + 1)
-            else:
-                self._positions[worker.partition] = messages[-1].offset + 1
-            self.health.progressed()
+    def _enqueue(self, tp: TopicPartition, messages: list[InputMessage]) -> None:
+        """Hand fetched records to their partition's worker; pause a full partition."""
+        assert self._consumer is not None
+        worker = self.workers.get(tp.partition)
+        if worker is None or worker.released:
+            # Fetched before the assignment callback set the worker up: read these again
+            # rather than lose them.
+            self._consumer.seek(tp, messages[0].offset)
+            return
+        worker.enqueue(messages)
+        if not worker.paused and len(worker.queue) >= QUEUE_BATCHES * self.settings.batch_size:
+            self._consumer.pause(tp)
+            worker.paused = True
+
+    async def _work(self, worker: PartitionWorker) -> None:
+        """The partition's task: its queue, a batch at a time, until it is released.
+
+        A batch is taken when a thread is free for it, so it holds everything that arrived
+        while the partition waited (up to the batch size), and none waits for more input.
+        """
+        try:
+            while True:
+                await worker.arrived.wait()
+                if worker.released:
+                    return
+                async with worker.lock:
+                    async with self._threads:
+                        if worker.released:
+                            return
+                        messages = worker.take(self.settings.batch_size)
+                        if not messages:
+                            continue
+                        if len(worker.queue) < self.settings.batch_size:
+                            self._resume(worker)
+                        retry = await self._handle(worker, messages)
+                    if retry:
+                        await asyncio.sleep(RETRY_SECONDS)
+        except Exception as e:
+            # A bug or a broken invariant (`CorruptState`): the service stops with it.
+            log.error("partition %d: processing stopped: %r", worker.partition, e)
+            if self._failed is None:
+                self._failed = e
+            raise
+
+    async def _handle(self, worker: PartitionWorker, messages: list[InputMessage]) -> bool:
+        """One batch; True when it failed and is to be retried after a pause."""
+        started = time.perf_counter()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._executor, worker.process, messages
+            )
+        except StaleBatch as e:
+            # Never carry on after the dropped batch: that would skip it.
+            await self._read_again(worker, str(e))
+            return False
+        except StorageError as e:
+            # Transient (the database went away) or not, the batch rolled back as a whole:
+            # retry it, after a pause, rather than crash or skip it. (Offsets below the
+            # stored one are skipped by `process`.)
+            log.error("partition %d: batch at offset %d failed: %s",
+                      worker.partition, messages[0].offset, e)
+            worker.put_back(messages)
+            return True
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if result is not None:
+            self._record(worker.partition, result)
+        self.processed += len(messages)
+        if self._output_enabled:
+            # Processed = committed and relayed: the position moves when the relay
+            # reports the batch's outputs in Kafka (`_caught_up`).
+            worker.relay.notify(messages[-1].offset + 1)
+        else:
+            self._positions[worker.partition] = messages[-1].offset + 1
+        self.health.progressed()
+        return False
 
     def _reached_stop_offsets(self) -> bool:
         if self._stop_at is None:
@@ -335,7 +466,23 @@ class RoomserverService:
             enable_auto_commit=False, isolation_level="read_committed",
             **self._client_options(),
         )
-        await reader.start()
+        while True:
+            try:
+                await reader.start()
+                break
+            except KafkaError as e:
+                # The broker is away: without this task no lag (and no stall) would ever be
+                # reported, so it keeps trying.
+                await reader.stop()
+                log.warning("lag reader cannot start (%s); retrying", e)
+                await asyncio.sleep(RETRY_SECONDS)
+                reader = AIOKafkaConsumer(
+                    enable_auto_commit=False, isolation_level="read_committed",
+                    **self._client_options(),
+                )
+            except BaseException:
+                await reader.stop()
+                raise
 
         async def end_offsets(partitions: list[int]) -> dict[int, int]:
             tps = [TopicPartition(self.settings.input_topic, p) for p in partitions]
@@ -353,16 +500,25 @@ class RoomserverService:
 
     def _commit_for_lag_tooling(self, consumer: AIOKafkaConsumer) -> None:
         """Kafka's committed offset is for lag tooling only; the truth is in the database,
-        so a failed commit is harmless. It runs beside the loop: with the broker away a
-        commit waits for a coordinator, and the loop must not wait with it."""
+        so a failed commit is harmless. What is committed is the offsets processed (the
+        consumer's own positions run ahead, by what is queued). It runs beside the loop:
+        with the broker away a commit waits for a coordinator, and the loop must not wait
+        with it."""
         if self._commit is not None and not self._commit.done():
+            return
+        offsets = {
+            TopicPartition(self.settings.input_topic, p): self._positions[p]
+            for p in self.workers
+            if self._positions.get(p)
+        }
+        if not offsets:
             return
 
         def done(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 log.debug("offset commit for lag tooling failed: %s", task.exception())
 
-        self._commit = asyncio.create_task(consumer.commit())
+        self._commit = asyncio.create_task(consumer.commit(offsets))
         self._commit.add_done_callback(done)
 
     def _client_options(self) -> dict[str, object]:
@@ -376,104 +532,145 @@ class RoomserverService:
             isolation_level="read_committed",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **self._client_options(),
         )
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
-        await consumer.start()
         consumer.subscribe([self.settings.input_topic], listener=PartitionListener(self))
         return consumer
 
+    async def _stop_consumer(self) -> None:
+        """Release every partition, leave the group, and release again what a rebalance
+        assigned in between (its workers would otherwise outlive the consumer, relaying
+        partitions this instance no longer owns, their producers never closed)."""
+        await self.release(list(self.workers))
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        await self.release(list(self.workers))
+
+    async def _restart_consumer(self) -> AIOKafkaConsumer | None:
+        """A new consumer in place of the current one (None: stopped while waiting for the
+        broker)."""
+        self.metrics.consumer_restarts.inc()
+        await self._stop_consumer()
+        while not self._stop.is_set():
+            try:
+                consumer = await self._start_consumer()
+            except KafkaError as e:
+                log.warning("starting the consumer failed (%s); retrying", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), RETRY_SECONDS)
+                continue
+            self.health.progressed()
+            return consumer
+        return None
+
     async def run(self) -> None:
-        options = self._client_options()
-        admin = AIOKafkaAdminClient(**options)
-        await admin.start()
-        try:
-            layout = await ensure_topics(admin, self.settings)
-        finally:
-            await admin.close()
-        self._max_message_bytes = min(
-            self._max_message_bytes, layout.output_max_message_bytes
-        )
-        self._producer_options = {
-            "linger_ms": 2,
-            "max_batch_size": 256 * 1024,
-            # Dead letters carry a whole input (base64) and their topic takes up to 10 MiB;
-            # outputs are split below the output topic's limit before they get here.
-            "max_request_size": max(self._max_message_bytes, DEAD_LETTER_MAX_BYTES)
-            + 64 * 1024,
-            **options,
-        }
-        self._tail_reader = AIOKafkaConsumer(
-            enable_auto_commit=False, isolation_level="read_committed", **options
-        )
-        await self._tail_reader.start()
-        self._tail = TailReader(self._tail_reader)
-        await asyncio.to_thread(self._require_store)
-        consumer = await self._start_consumer()
-        server = None
-        if self.settings.metrics_port:
-            server = await serve_metrics(
-                self.settings.metrics_port, self.metrics, self.health.report
+        """Consume until `stop` (or, in a rebuild, the stop offsets). Whatever ends it, the
+        batches in flight finish, the relays make their last passes, and every client,
+        task and connection it started is closed."""
+        async with contextlib.AsyncExitStack() as cleanup:
+            options = self._client_options()
+            admin = AIOKafkaAdminClient(**options)
+            try:
+                await admin.start()
+                layout = await ensure_topics(admin, self.settings)
+            finally:
+                await admin.close()
+            self._max_message_bytes = min(
+                self._max_message_bytes, layout.output_max_message_bytes
             )
-        lag_watch = asyncio.create_task(self._watch_lag())
-        try:
-            last_lag = 0.0
-            while not self._stop.is_set() and not self._reached_stop_offsets():
-                batches = await consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.batch_size
+            self._producer_options = {
+                # A pass ends with a commit, which sends at once: lingering only delays it.
+                "linger_ms": 0,
+                "max_batch_size": 256 * 1024,
+                # Dead letters carry a whole input (base64) and their topic takes up to
+                # 10 MiB; outputs are split below the output topic's limit before they get
+                # here.
+                "max_request_size": max(self._max_message_bytes, DEAD_LETTER_MAX_BYTES)
+                + 64 * 1024,
+                **options,
+            }
+            tail_reader = AIOKafkaConsumer(
+                enable_auto_commit=False, isolation_level="read_committed", **options
+            )
+            cleanup.push_async_callback(tail_reader.stop)
+            await tail_reader.start()
+            self._tail_reader = tail_reader
+            self._tail = TailReader(tail_reader)
+            cleanup.push_async_callback(self._close_store)
+            await asyncio.to_thread(self._require_store)
+            executor = ThreadPoolExecutor(PROCESSING_THREADS, "roomserver-batch")
+            cleanup.callback(executor.shutdown, wait=False)
+            self._executor = executor
+            cleanup.push_async_callback(self._stop_consumer)
+            consumer = await self._start_consumer()
+            if self.settings.metrics_port:
+                server = await serve_metrics(
+                    self.settings.metrics_port, self.metrics, self.health.report
                 )
-                jobs = []
-                for tp, records in batches.items():
-                    worker = self.workers.get(tp.partition)
-                    if not records:
-                        continue
-                    if worker is None:
-                        # Fetched before the assignment callback set the worker up: read
-                        # these again rather than lose them.
-                        consumer.seek(tp, records[0].offset)
-                        continue
-                    messages = [
+                cleanup.callback(server.close)
+            cleanup.push_async_callback(_cancelled, asyncio.create_task(self._watch_lag()))
+            cleanup.push_async_callback(self._cancel_commit)
+            await self._consume(consumer)
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        last_lag = 0.0
+        while not self._stop.is_set() and not self._reached_stop_offsets():
+            # Everything fetched, every partition: `max_records` would cap the total, and
+            # one busy partition would starve the others of input.
+            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            for tp, records in batches.items():
+                if records:
+                    self._enqueue(tp, [
                         InputMessage(r.value or b"", tp.topic, tp.partition, r.offset)
                         for r in records
-                    ]
-                    jobs.append(self._handle(worker, messages))
-                if jobs:
-                    await asyncio.gather(*jobs)
-                    self._commit_for_lag_tooling(consumer)
-                if self._failed is not None:
-                    raise self._failed
-                now = time.monotonic()
-                if now - last_lag > 1.0:
-                    last_lag = now
-                    # The lag itself is measured by `watch_lag`, beside this loop.
-                    stalled = self.health.stalled()
-                    if stalled or self._rejoin:
-                        # aiokafka consumers can hang after a broker restart: recreate it.
-                        # A fenced relay (see outbox_relay) gets the same: the new consumer
-                        # joins the group afresh and is told what it owns now.
-                        if stalled:
-                            log.warning(
-                                "consumer stalled with lag %d; restarting it", self.health.lag
-                            )
-                        self._rejoin = False
-                        self.metrics.consumer_restarts.inc()
-                        await self.release(list(self.workers))
-                        await consumer.stop()
-                        consumer = await self._start_consumer()
-                        self.health.progressed()
-        finally:
-            lag_watch.cancel()
-            if self._commit is not None:
-                self._commit.cancel()
-            await asyncio.gather(lag_watch, *[self._commit or lag_watch], return_exceptions=True)
-            await self.release(list(self.workers))
-            await consumer.stop()
-            await self._tail_reader.stop()
-            if self._store is not None:
-                await asyncio.to_thread(self._store.close)
-                self._store = None
-            if server is not None:
-                server.close()
+                    ])
+            if self._failed is not None:
+                raise self._failed
+            now = time.monotonic()
+            if now - self._last_commit > COMMIT_INTERVAL_SECONDS:
+                self._last_commit = now
+                self._commit_for_lag_tooling(consumer)
+            if now - last_lag > 1.0:
+                last_lag = now
+                # The lag itself is measured by `watch_lag`, beside this loop.
+                stalled = self.health.stalled()
+                if stalled or self._rejoin:
+                    # aiokafka consumers can hang after a broker restart: recreate it. A
+                    # fenced relay (see outbox_relay) gets the same: the new consumer joins
+                    # the group afresh and is told what it owns now.
+                    if stalled:
+                        log.warning(
+                            "consumer stalled with lag %d; restarting it", self.health.lag
+                        )
+                    self._rejoin = False
+                    await self._cancel_commit()
+                    restarted = await self._restart_consumer()
+                    if restarted is None:
+                        return
+                    consumer = restarted
+
+    async def _cancel_commit(self) -> None:
+        if self._commit is not None:
+            await _cancelled(self._commit)
+            self._commit = None
+
+    async def _close_store(self) -> None:
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 #: A paused instance (a "zombie", see `outbox_relay`) can be stopped in the middle of a

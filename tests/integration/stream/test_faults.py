@@ -221,6 +221,10 @@ def test_broker_restart_mid_stream(
     print(service.log(20000).count("stalled"), "stall restarts")
 
 
+#: Records the hanging consumer returns per poll before it hangs.
+HEALTHY_POLL_RECORDS = 10
+
+
 class HangingConsumerService(RoomserverService):
     """Its first Kafka consumer stops returning records after a few polls while input is
     waiting — what aiokafka consumers have been seen to do after a broker restart."""
@@ -242,8 +246,9 @@ class HangingConsumerService(RoomserverService):
                 nonlocal polls
                 polls += 1
                 if polls <= self._healthy_polls:
+                    # A few records per poll, so that input is still waiting when it hangs.
                     got: dict[TopicPartition, list[Any]] = await real(
-                        *partitions, timeout_ms=timeout_ms, max_records=max_records
+                        *partitions, timeout_ms=timeout_ms, max_records=HEALTHY_POLL_RECORDS
                     )
                     return got
                 await asyncio.sleep(timeout_ms / 1000)  # a poll that never gets data
