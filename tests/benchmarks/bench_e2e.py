@@ -200,21 +200,42 @@ class OutputWatcher:
 # ---------------------------------------------------------------- the service's metrics
 
 
-async def scrape(port: int) -> dict[str, float]:
-    """The service's /metrics, summed over labels (name -> value)."""
+async def _metrics_text(port: int) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
-    await writer.drain()
-    response = await reader.read()
-    writer.close()
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return response.partition(b"\r\n\r\n")[2].decode()
+
+
+async def scrape(ports: list[int]) -> dict[str, float]:
+    """The services' /metrics, summed over labels and instances (name -> value)."""
     totals: dict[str, float] = {}
-    body = response.partition(b"\r\n\r\n")[2].decode()
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                continue
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    for port in ports:
+        for family in text_string_to_metric_families(await _metrics_text(port)):
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    continue
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return totals
+
+
+async def owned_partitions(port: int) -> set[str]:
+    """The input partitions an instance reports lag for: the ones it owns."""
+    try:
+        text = await _metrics_text(port)
+    except OSError:
+        return set()  # not listening yet
+    return {
+        sample.labels["partition"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "roomserver_consumer_lag"
+    }
 
 
 def describe_batches(before: dict[str, float], after: dict[str, float], wall: float) -> str:
@@ -309,17 +330,36 @@ def load_average() -> str:
 # ---------------------------------------------------------------- phases
 
 
+async def settled(ports: list[int], partitions: int, timeout: float = 120.0) -> None:
+    """Wait until every instance owns partitions and together they own each one once (the
+    group has finished rebalancing: a rebalance would stall a measured phase)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = [await owned_partitions(port) for port in ports]
+        if all(owned) and sum(map(len, owned)) == partitions:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the instances did not share the partitions within {timeout} s")
+        await asyncio.sleep(0.2)  # polling the services' metrics, not synchronisation
+
+
 async def warm_up(settings: Settings, watcher: OutputWatcher, producer: AIOKafkaProducer) -> None:
-    """One room's create event through the service: it is assigned its partitions and
-    connected to everything once this output is visible."""
-    (created,) = list(iter_generate(1, 1, "10", seed=987654))
-    hashes = {created.input["event"]["hashes"]["sha256"]}
-    await producer.send_and_wait(
-        settings.input_topic, msgspec.json.encode(created.input), key=created.room_id.encode()
-    )
+    """A few rooms' create events through the service, over every partition: each partition
+    is connected to everything (relay producer, database connections) once their outputs
+    are visible."""
+    created = list(iter_generate(4 * settings.input_partitions, 4 * settings.input_partitions,
+                                 "10", seed=987654))
+    hashes = set()
+    for generated in created:
+        if generated.outcome == "accepted":
+            hashes.add(generated.input["event"]["hashes"]["sha256"])
+        await producer.send_and_wait(
+            settings.input_topic, msgspec.json.encode(generated.input),
+            key=generated.room_id.encode(),
+        )
     missing = await watcher.wait_for(hashes, idle_timeout=120)
     if missing:
-        raise SystemExit("the service did not process the warm-up event within 120 s")
+        raise SystemExit("the service did not process the warm-up events within 120 s")
 
 
 async def throughput(
@@ -412,11 +452,15 @@ async def main_async(args: argparse.Namespace) -> None:
     if not bootstrap or not server_url.startswith("postgres"):
         raise SystemExit("set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (see the docstring)")
     print(f"bench_e2e: {args.events:,} events over {args.rooms} rooms (room version "
-          f"{args.room_version}), {args.partitions} partitions, batch size {args.batch_size}; "
+          f"{args.room_version}), {args.partitions} partitions, batch size {args.batch_size}, "
+          f"{args.instances} service instance(s); "
           f"{load_average()}")
 
     started = time.perf_counter()
-    load = make_traffic(args.rooms, args.events, args.room_version, seed=args.seed)
+    load = (
+        Traffic() if args.skip_throughput
+        else make_traffic(args.rooms, args.events, args.room_version, seed=args.seed)
+    )
     paced = make_traffic(
         args.rooms, int(args.rate * args.latency_seconds), args.room_version,
         seed=args.seed + 1,
@@ -439,36 +483,40 @@ async def main_async(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
         )
         await commands.create_topics(settings)
-        service_log = logs / "run.log"
-        port = free_port()
-        with service_log.open("wb") as log:
-            service = subprocess.Popen(
-                [*roomserver_command(args.switch_interval), "run"],
-                env=service_env(settings, port), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+        ports = [free_port() for _ in range(args.instances)]
+        services = []
+        for n, port in enumerate(ports):
+            with (logs / f"run{n or ''}.log").open("wb") as log:
+                services.append(subprocess.Popen(
+                    [*roomserver_command(args.switch_interval), "run"],
+                    env=service_env(settings, port), stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT,
+                ))
         watcher = OutputWatcher(settings, args.partitions)
         await watcher.start()
         producer = await producer_for(settings, linger_ms=5)
         paced_producer = await producer_for(settings, linger_ms=0)
         try:
+            await settled(ports, args.partitions)
             await warm_up(settings, watcher, producer)
             if not args.skip_throughput:
-                before = await scrape(port)
+                before = await scrape(ports)
                 wall = await throughput(settings, watcher, producer, load)
-                print(describe_batches(before, await scrape(port), wall))
+                print(describe_batches(before, await scrape(ports), wall))
             if args.latency_seconds > 0:
-                before = await scrape(port)
+                before = await scrape(ports)
                 wall = await latency(settings, watcher, paced_producer, paced, args.rate)
-                print(describe_batches(before, await scrape(port), wall))
+                print(describe_batches(before, await scrape(ports), wall))
         finally:
             await producer.stop()
             await paced_producer.stop()
             await watcher.stop()
-            service.send_signal(signal.SIGTERM)
-            code = service.wait(timeout=120)
-            if code != 0:
-                print(f"the service exited {code}; see {service_log}")
+            for service in services:
+                service.send_signal(signal.SIGTERM)
+            for n, service in enumerate(services):
+                code = service.wait(timeout=120)
+                if code != 0:
+                    print(f"the service exited {code}; see {logs}/run{n or ''}.log")
         if not args.skip_rebuild:
             rebuild(settings, rebuild_db, logs / "rebuild.log")
         await delete_topics(settings)
@@ -485,6 +533,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for (b)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of (b)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--instances", type=int, default=1,
+        help="`roomserver run` processes in the consumer group (each takes a share of the "
+        "partitions: the design's unit of scaling, and a process per core beats the GIL)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rebuild", action="store_true")
     parser.add_argument(
