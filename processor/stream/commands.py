@@ -78,8 +78,8 @@ async def run(settings: Settings) -> int:
 async def create_topics(settings: Settings) -> TopicLayout:
     """Create the service's topics when missing and check them, as `run` does."""
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         return await ensure_topics(admin, settings)
     finally:
         await admin.close()
@@ -131,9 +131,9 @@ async def tail(settings: Settings, from_beginning: bool, limit: int) -> int:
         isolation_level="read_committed",
         **kafka_client_options(settings),
     )
-    await consumer.start()
     seen = 0
     try:
+        await consumer.start()
         async for record in consumer:
             sys.stdout.buffer.write((record.value or b"") + b"\n")
             sys.stdout.flush()
@@ -149,8 +149,8 @@ async def input_end_offsets(settings: Settings) -> dict[int, int]:
     """The input topic's end offsets per partition, now (`ConfigError` if it is missing)."""
     options = kafka_client_options(settings)
     admin = AIOKafkaAdminClient(**options)
-    await admin.start()
     try:
+        await admin.start()
         (described,) = await admin.describe_topics([settings.input_topic])
     finally:
         await admin.close()
@@ -162,8 +162,8 @@ async def input_end_offsets(settings: Settings) -> dict[int, int]:
     probe = AIOKafkaConsumer(
         enable_auto_commit=False, isolation_level="read_committed", **options
     )
-    await probe.start()
     try:
+        await probe.start()
         ends = await probe.end_offsets(tps)
     finally:
         await probe.stop()

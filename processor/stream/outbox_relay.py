@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from processor.errors import StorageError
 from processor.storage.base import OutboxRecord, Store
@@ -305,20 +306,32 @@ class OutboxRelay:
         try:
             async with producer.transaction():
                 futures = []
+                # Record batches built here, one open per topic, and handed over whole:
+                # `send` per record costs a metadata wait and a future each.
+                open_batches: dict[str, BatchBuilder] = {}
                 for record in records:
+                    topic = target_topic(record, self._target)
                     headers = [
                         (SEQ_HEADER, str(record.seq).encode()),
                         (ROOM_HEADER, record.room_id.encode()),
                         (TYPE_HEADER, _message_type.decode(record.payload).type.encode()),
                     ]
-                    futures.append(
-                        await producer.send(
-                            target_topic(record, self._target),
-                            record.payload,
-                            key=record.room_id.encode(),
-                            partition=self._partition,
-                            headers=headers,
+                    key = record.room_id.encode()
+                    batch = open_batches.get(topic)
+                    if batch is not None and batch.append(
+                        timestamp=None, key=key, value=record.payload, headers=headers
+                    ) is not None:
+                        continue
+                    if batch is not None:  # full: send it, start the next
+                        futures.append(
+                            await producer.send_batch(batch, topic, partition=self._partition)
                         )
+                    batch = open_batches[topic] = producer.create_batch()
+                    # The first record always fits (a batch grows to hold one big record).
+                    batch.append(timestamp=None, key=key, value=record.payload, headers=headers)
+                for topic, batch in open_batches.items():
+                    futures.append(
+                        await producer.send_batch(batch, topic, partition=self._partition)
                     )
                 await asyncio.gather(*futures)
         except ProducerFenced as e:

@@ -58,8 +58,8 @@ async def produce_by_room(bootstrap_servers: str, topic: str, lines: list[bytes]
         linger_ms=5,
         max_request_size=2 * 1024 * 1024,
     )
-    await producer.start()
     try:
+        await producer.start()
         pending = [
             await producer.send(topic, line, key=line_room_id(line).encode()) for line in lines
         ]
@@ -112,9 +112,9 @@ async def read_topic(bootstrap_servers: str, topic: str, partitions: int) -> lis
         # A seek right after assign() can lose to the position reset assign() starts.
         auto_offset_reset="earliest",
     )
-    await consumer.start()
     records: list[Record] = []
     try:
+        await consumer.start()
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)

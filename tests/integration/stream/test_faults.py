@@ -165,8 +165,8 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
 
 async def _create_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
     try:
+        await admin.start()
         await ensure_topics(admin, settings)
     finally:
         await admin.close()

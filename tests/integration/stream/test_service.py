@@ -42,9 +42,9 @@ async def _read_outputs(settings: Settings, count: int) -> list[bytes]:
         # The service creates the output topic; see it as soon as it exists.
         metadata_max_age_ms=500,
     )
-    await consumer.start()
     got: list[bytes] = []
     try:
+        await consumer.start()
         async for record in consumer:
             got.append(record.value or b"")
             if len(got) >= count:

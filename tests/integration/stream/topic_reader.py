@@ -34,9 +34,9 @@ async def read_topic(
         # reset assign() starts, which would otherwise use the default, "latest".
         auto_offset_reset="earliest",
     )
-    await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
+        await consumer.start()
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
