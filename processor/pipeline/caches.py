@@ -251,11 +251,10 @@ class RoomCache:
                 referenced.add("$" + event.room_id[1:])
         self.prefetch_nids(batch, types, keys)
         missing = [event_id for event_id in referenced if self._ids.get(event_id) is None]
-        self._batch_records = batch.select_events_by_id(missing) if missing else {}
+        self._batch_records, pending_redactions = batch.select_prefetch(missing, own)
         self._absent = set(missing).difference(self._batch_records)
         self._pending_redactions = {
-            event_id: list(records)
-            for event_id, records in batch.select_pending_redactions(own).items()
+            event_id: list(records) for event_id, records in pending_redactions.items()
         }
 
     def pending_redactions(self, event_id: str) -> list[RedactionRecord]:

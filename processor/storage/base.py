@@ -146,6 +146,13 @@ class Batch(Protocol):
 
     # -- events ----------------------------------------------------------------------------
     def select_events_by_id(self, event_ids: Iterable[str]) -> dict[str, EventRecord]: ...
+
+    def select_prefetch(
+        self, event_ids: Iterable[str], redacts_event_ids: Iterable[str]
+    ) -> tuple[dict[str, EventRecord], dict[str, list[RedactionRecord]]]:
+        """`select_events_by_id` and `select_pending_redactions` at once (what a batch
+        reads first), in one round trip where the backend can."""
+        ...
     def select_events(self, nids: Iterable[EventNID]) -> dict[EventNID, EventRecord]: ...
     def insert_event(
         self,

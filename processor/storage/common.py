@@ -209,8 +209,15 @@ class BatchBase(ABC):
     @abstractmethod
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]: ...
 
-    @abstractmethod
-    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None: ...
+    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None:
+        buffered = self.pending.redactions.get(redaction_event_nid)
+        if buffered is not None:
+            self.pending.redactions[redaction_event_nid] = (buffered[0], True)
+            return
+        self._execute(
+            f"UPDATE redactions SET validated = TRUE WHERE redaction_event_nid = {self.PARAM}",
+            (redaction_event_nid,),
+        )
 
     @abstractmethod
     def select_input_offset(self, topic: str, partition: int) -> int | None: ...
@@ -499,6 +506,15 @@ class BatchBase(ABC):
     # ================================================================ events
 
     def select_events_by_id(self, event_ids: Iterable[str]) -> dict[str, EventRecord]:
+        found, missing = self._buffered_events(event_ids)
+        if missing:
+            self._add_stored_events(found, self._select_event_rows(event_ids=missing))
+        return found
+
+    def _buffered_events(
+        self, event_ids: Iterable[str]
+    ) -> tuple[dict[str, EventRecord], list[str]]:
+        """The events this batch wrote itself, and the IDs to look for in the tables."""
         pending = self.pending
         found: dict[str, EventRecord] = {}
         missing: list[str] = []
@@ -508,10 +524,31 @@ class BatchBase(ABC):
                 found[event_id] = pending.events[nid]
             else:
                 missing.append(event_id)
-        if missing:
-            for record in self._select_event_rows(event_ids=list(dict.fromkeys(missing))):
-                found[record.event_id] = self._as_redacted(record)
-        return found
+        return found, list(dict.fromkeys(missing))
+
+    def _add_stored_events(
+        self, found: dict[str, EventRecord], rows: Iterable[EventRecord]
+    ) -> None:
+        for record in rows:
+            found[record.event_id] = self._as_redacted(record)
+
+    def select_prefetch(
+        self, event_ids: Iterable[str], redacts_event_ids: Iterable[str]
+    ) -> tuple[dict[str, EventRecord], dict[str, list[RedactionRecord]]]:
+        """What a batch reads first: `select_events_by_id(event_ids)` and
+        `select_pending_redactions(redacts_event_ids)`, in one round trip where the
+        backend can."""
+        found, missing = self._buffered_events(event_ids)
+        wanted = list(dict.fromkeys(redacts_event_ids))
+        rows, redaction_rows = self._select_prefetch_rows(missing, wanted)
+        self._add_stored_events(found, rows)
+        return found, self._pending_redactions(wanted, redaction_rows)
+
+    def _select_prefetch_rows(
+        self, event_ids: list[str], redacts_event_ids: list[str]
+    ) -> tuple[list[EventRecord], list[RedactionRecord]]:
+        events = self._select_event_rows(event_ids=event_ids) if event_ids else []
+        return events, self._select_redaction_rows(redacts_event_ids)
 
     def select_events(self, nids: Iterable[EventNID]) -> dict[EventNID, EventRecord]:
         pending = self.pending.events
@@ -661,7 +698,14 @@ class BatchBase(ABC):
         self, redacts_event_ids: Iterable[str]
     ) -> dict[str, list[RedactionRecord]]:
         wanted = list(dict.fromkeys(redacts_event_ids))
-        records = {r.redaction_event_nid: r for r in self._select_redaction_rows(wanted)}
+        return self._pending_redactions(wanted, self._select_redaction_rows(wanted))
+
+    def _pending_redactions(
+        self, wanted: list[str], rows: Iterable[RedactionRecord]
+    ) -> dict[str, list[RedactionRecord]]:
+        """The redactions of `rows` (stored ones) and of this batch's buffer that target
+        `wanted` and are not validated yet, by target, oldest first."""
+        records = {r.redaction_event_nid: r for r in rows}
         targets = set(wanted)
         for nid, (target, validated) in self.pending.redactions.items():
             if target in targets:

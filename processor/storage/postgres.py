@@ -72,6 +72,12 @@ _ROOM_COLUMNS = (
 )
 
 
+_SELECT_REDACTIONS = (
+    "SELECT redaction_event_nid, redacts_event_id, validated FROM redactions"
+    " WHERE redacts_event_id = ANY(%s::text[]) ORDER BY redaction_event_nid"
+)
+
+
 def _event(row: tuple[Any, ...]) -> EventRecord:
     return EventRecord(
         event_nid=row[0],
@@ -309,6 +315,23 @@ class PostgresBatch(BatchBase):
 
     # -- events ----------------------------------------------------------------------------
 
+    def _select_prefetch_rows(
+        self, event_ids: list[str], redacts_event_ids: list[str]
+    ) -> tuple[list[EventRecord], list[RedactionRecord]]:
+        # Both queries sent before either result is read: one round trip (pipeline mode).
+        conn = self._conn
+        with conn.pipeline(), conn.cursor(binary=True) as events, conn.cursor() as redactions:
+            if event_ids:
+                events.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events e"
+                    " JOIN event_json j ON j.event_nid = e.event_nid"
+                    " WHERE e.event_id = ANY(%s::text[])",
+                    (event_ids,),
+                )
+            redactions.execute(_SELECT_REDACTIONS, (redacts_event_ids,))
+            event_rows = [_event(row) for row in events.fetchall()] if event_ids else []
+            return event_rows, [RedactionRecord(*row) for row in redactions.fetchall()]
+
     def _select_event_rows(
         self, *, event_ids: list[str] | None = None, nids: list[int] | None = None
     ) -> list[EventRecord]:
@@ -440,18 +463,8 @@ class PostgresBatch(BatchBase):
         return [InviteRecord(*row) for row in rows]
 
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]:
-        rows = self._rows(
-            "SELECT redaction_event_nid, redacts_event_id, validated FROM redactions"
-            " WHERE redacts_event_id = ANY(%s::text[]) ORDER BY redaction_event_nid",
-            (redacts_event_ids,),
-        )
+        rows = self._rows(_SELECT_REDACTIONS, (redacts_event_ids,))
         return [RedactionRecord(*row) for row in rows]
-
-    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None:
-        self._conn.execute(
-            "UPDATE redactions SET validated = true WHERE redaction_event_nid = %s",
-            (redaction_event_nid,),
-        )
 
     # -- bookkeeping -----------------------------------------------------------------------
 

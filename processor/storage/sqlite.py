@@ -468,12 +468,6 @@ class SqliteBatch(BatchBase):
             records.extend(RedactionRecord(r[0], r[1], bool(r[2])) for r in rows)
         return records
 
-    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None:
-        self._conn.execute(
-            "UPDATE redactions SET validated = 1 WHERE redaction_event_nid = ?",
-            (redaction_event_nid,),
-        )
-
     # -- bookkeeping -----------------------------------------------------------------------
 
     def select_input_offset(self, topic: str, partition: int) -> int | None:

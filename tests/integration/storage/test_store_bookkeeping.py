@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from processor.core.nids import EventNID, StateKeyNID
 from tests.integration.storage.conftest import StoreUnderTest
-from tests.integration.storage.helpers import add_room
+from tests.integration.storage.helpers import add_event, add_room
 
 
 def test_memberships(store: StoreUnderTest) -> None:
@@ -76,6 +76,37 @@ def test_pending_redactions(store: StoreUnderTest) -> None:
         batch.mark_redaction_validated(EventNID(31))
     with store.reopen().batch() as batch:
         assert batch.select_pending_redactions(["$target"]) == {}
+        # A redaction written in this batch counts, and validating it before the batch
+        # writes it sticks.
+        batch.insert_redaction(EventNID(33), "$later", False)
+        batch.insert_redaction(EventNID(34), "$later", False)
+        batch.mark_redaction_validated(EventNID(34))
+        assert [r.redaction_event_nid for r in batch.select_pending_redactions(["$later"])[
+            "$later"]] == [33]
+    with store.reopen().batch() as batch:
+        assert [r.redaction_event_nid for r in batch.select_pending_redactions(["$later"])[
+            "$later"]] == [33]
+
+
+def test_prefetch_reads_events_and_pending_redactions_at_once(store: StoreUnderTest) -> None:
+    with store.store.batch() as batch:
+        room = add_room(batch)
+        stored = add_event(batch, room.room_nid, "$stored")
+        batch.insert_redaction(EventNID(40), "$stored", False)
+        batch.insert_redaction(EventNID(41), "$gone", True)
+    with store.store.batch() as batch:
+        buffered = add_event(batch, room.room_nid, "$buffered")
+        events, redactions = batch.select_prefetch(
+            ["$stored", "$buffered", "$absent", "$stored"], ["$stored", "$gone", "$absent"]
+        )
+        assert {i: e.event_nid for i, e in events.items()} == {
+            "$stored": stored, "$buffered": buffered
+        }
+        assert {t: [r.redaction_event_nid for r in rs] for t, rs in redactions.items()} == {
+            "$stored": [40]
+        }
+        # Nothing to look up: still an answer.
+        assert batch.select_prefetch([], []) == ({}, {})
 
 
 def test_input_offsets(store: StoreUnderTest) -> None:
