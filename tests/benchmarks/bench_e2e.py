@@ -21,6 +21,7 @@ Targets (design §8): (a) >= 10,000 events/s; (b) p99 <= 100 ms at 1,000 events/
     eval "$(deploy/local/postgres.sh start | sed 's/^/export /')"
     .venv/bin/python tests/benchmarks/bench_e2e.py                  # defaults below
     .venv/bin/python tests/benchmarks/bench_e2e.py --events 20000 --latency-seconds 10
+    .venv/bin/python tests/benchmarks/bench_e2e.py --instances 2   # two service processes
 
 KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (a PostgreSQL server URL; scratch databases are
 created on it and dropped afterwards) come from the environment. Topics get unique names
