@@ -41,6 +41,7 @@ from processor.storage.base import (
 )
 from processor.storage.caches import SnapshotMeta, StoreCaches
 from processor.storage.common import BatchBase, NameKind, NidKind, PendingWrites
+from processor.storage.lock_watch import DEFAULT_STALE_LOCK_SECONDS, StaleLockBreaker
 from processor.storage.schema import check_preassigned, load_migrations
 
 __all__ = ["PostgresBatch", "PostgresStore"]
@@ -121,6 +122,7 @@ class PostgresStore:
         # assign name NIDs (`name_connection`).
         max_connections: int = 24,
         caches: StoreCaches | None = None,
+        stale_lock_seconds: float = DEFAULT_STALE_LOCK_SECONDS,
     ) -> None:
         self.caches = caches or StoreCaches()
         self._nid_lock = threading.Lock()
@@ -136,6 +138,7 @@ class PostgresStore:
             )
         except psycopg.Error as e:
             raise StorageError(f"cannot connect to PostgreSQL: {e}") from e
+        self._lock_breaker = StaleLockBreaker(self._pool.connection, stale_lock_seconds)
 
     def name_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         """A connection for assigning name NIDs outside the batch's transaction."""
@@ -195,15 +198,21 @@ class PostgresStore:
     def batch(self) -> Iterator[PostgresBatch]:
         try:
             with self._pool.connection() as conn:
-                with conn.transaction():
-                    batch = PostgresBatch(self, conn)
-                    yield batch
-                    batch.flush()
+                pid = conn.info.backend_pid
+                self._lock_breaker.begin(pid)
+                try:
+                    with conn.transaction():
+                        batch = PostgresBatch(self, conn)
+                        yield batch
+                        batch.flush()
+                finally:
+                    self._lock_breaker.end(pid)
                 batch.publish()
         except psycopg.Error as e:
             raise StorageError(f"PostgreSQL: {e}") from e
 
     def close(self) -> None:
+        self._lock_breaker.close()
         self._pool.close()
 
     def reserve_nids(self, conn: psycopg.Connection[Any], kind: NidKind, count: int) -> list[int]:
