@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from processor.generate import generate
 from processor.generate.traffic import write_jsonl
@@ -27,6 +27,8 @@ from processor.room_state import print_room_state
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.stream.outbox_relay import SEQ_HEADER
+from tests.integration.stream.topic_reader import outputs_by_room
+from tests.integration.stream.topic_reader import read_topic as read_committed
 
 
 def traffic_jsonl(rooms: int, events: int, version: str, seed: int) -> list[bytes]:
@@ -104,44 +106,12 @@ class Record:
 
 
 async def read_topic(bootstrap_servers: str, topic: str, partitions: int) -> list[Record]:
-    """Every record of `topic`, from the beginning to the end offsets seen at the start."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        # A seek right after assign() can lose to the position reset assign() starts.
-        auto_offset_reset="earliest",
-    )
-    records: list[Record] = []
-    try:
-        await consumer.start()
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, got in batch.items():
-                for r in got:
-                    if r.offset < ends[tp]:
-                        records.append(
-                            Record(tp.partition, r.offset, r.value or b"", dict(r.headers or ()))
-                        )
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return records
-
-
-def _by_room(payloads: Iterable[bytes]) -> dict[str, list[dict[str, Any]]]:
-    rooms: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for payload in payloads:
-        message = msgspec.json.decode(payload)
-        rooms[message["room_id"]].append(message)
-    return dict(rooms)
+    """Every committed record of `topic`, from the beginning to the end offsets seen at the
+    start, partition by partition in offset order."""
+    return [
+        Record(r.partition, r.offset, r.value or b"", dict(r.headers or ()))
+        for r in await read_committed(bootstrap_servers, topic, partitions)
+    ]
 
 
 def check_relay_order(records: list[Record]) -> None:
@@ -166,7 +136,7 @@ def check_relay_order(records: list[Record]) -> None:
 def check_outputs(records: list[Record], expected: list[bytes]) -> None:
     """Every expected output exactly once, in order per room, and nothing else."""
     check_relay_order(records)
-    got = _by_room(r.value for r in sorted(records, key=lambda r: (r.partition, r.offset)))
+    got = outputs_by_room(r.value for r in records)
     for room_id, messages in got.items():
         positions = [m["stream_position"] for m in messages]
         duplicated = sorted(p for p, n in Counter(positions).items() if n > 1)
@@ -174,7 +144,7 @@ def check_outputs(records: list[Record], expected: list[bytes]) -> None:
         assert positions == list(range(1, len(positions) + 1)), (
             f"room {room_id}: stream positions out of order or with gaps: {positions}"
         )
-    want = _by_room(expected)
+    want = outputs_by_room(expected)
     assert sorted(got) == sorted(want), "the output topic's rooms differ from a clean run's"
     for room_id, messages in want.items():
         assert len(got[room_id]) == len(messages), (
@@ -194,8 +164,8 @@ def check_outputs(records: list[Record], expected: list[bytes]) -> None:
 def check_prefix(records: list[Record], expected: list[bytes]) -> None:
     """What the topic holds is, room by room, the start of a clean run's outputs."""
     check_relay_order(records)
-    got = _by_room(r.value for r in sorted(records, key=lambda r: (r.partition, r.offset)))
-    want = _by_room(expected)
+    got = outputs_by_room(r.value for r in records)
+    want = outputs_by_room(expected)
     for room_id, messages in got.items():
         assert room_id in want, f"room {room_id} is not in a clean run's outputs"
         assert [m["stream_position"] for m in messages] == list(range(1, len(messages) + 1))

@@ -13,18 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from processor.config import SETTINGS
 from processor.ingest import ingest, read_lines
 from processor.storage import open_store
 from tests.fixtures.kafka import NewTopicFactory
-from tests.fixtures.postgres import database_name, with_database
 from tests.integration.stream.topic_reader import outputs_by_room
 
 ROOMSERVER = [sys.executable, "-m", "processor.cli"]
@@ -62,20 +58,6 @@ def service_env(
         "ROOMSERVER_CONSUMER_GROUP": f"{prefix}.group",
         "ROOMSERVER_BATCH_SIZE": "100",
     }
-
-
-@pytest.fixture
-def second_database(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = database_name(request.node.name + "_rebuilt")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-            sql.Identifier(name)))
-    try:
-        yield with_database(postgres_url, name)
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def test_generate_produce_run_tail_and_rebuild(

@@ -30,7 +30,7 @@ from processor.stream import commands
 from schemas.codecs import decode_dead_letter
 from schemas.dead_letter import DeadLetterReason
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.topic_reader import read_topic, run_to_end
+from tests.integration.stream.topic_reader import read_topic, run_to_end, service_settings
 
 MISSING_ID = "$" + "A" * 43  # a well-formed v4+ event ID that no input ever carried
 
@@ -90,14 +90,8 @@ def settings(
     kafka_bootstrap_servers: str, database_url: str, new_topic: NewTopicFactory
 ) -> Settings:
     prefix = new_topic(1)
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        input_topic=f"{prefix}.input",
-        output_topic=f"{prefix}.output",
-        dead_letter_topic=f"{prefix}.dlq",
-        input_partitions=1,
-        consumer_group=f"{prefix}.group",
-        database_url=database_url,
+    return service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 1,
         batch_size=4,  # the bad inputs span several batches, and share them with good ones
     )
 

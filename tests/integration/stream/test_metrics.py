@@ -27,6 +27,7 @@ from processor.stream import commands
 from processor.stream.service import RoomserverService
 from tests.fixtures.kafka import NewTopicFactory
 from tests.fixtures.services import free_port
+from tests.integration.stream.topic_reader import service_settings
 
 WAIT_SECONDS = 60.0
 
@@ -85,14 +86,8 @@ async def wait_until(
 def _settings(
     kafka_bootstrap_servers: str, database_url: str, prefix: str, partitions: int, port: int
 ) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        input_topic=f"{prefix}.input",
-        output_topic=f"{prefix}.output",
-        dead_letter_topic=f"{prefix}.dlq",
-        input_partitions=partitions,
-        consumer_group=f"{prefix}.group",
-        database_url=database_url,
+    return service_settings(
+        kafka_bootstrap_servers, database_url, prefix, partitions,
         batch_size=50,
         metrics_port=port,
     )

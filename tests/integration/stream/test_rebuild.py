@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from processor.config import Settings
 from processor.errors import ConfigError
@@ -28,8 +25,12 @@ from processor.storage import open_store
 from processor.stream import commands
 from schemas.codecs import decode_dead_letter
 from tests.fixtures.kafka import NewTopicFactory
-from tests.fixtures.postgres import database_name, with_database
-from tests.integration.stream.topic_reader import outputs_by_room, read_topic, run_to_end
+from tests.integration.stream.topic_reader import (
+    outputs_by_room,
+    read_topic,
+    run_to_end,
+    service_settings,
+)
 
 MALFORMED = b'{"kind": "new", "event": not json'
 
@@ -40,21 +41,6 @@ def _traffic() -> bytes:
     lines = text.getvalue().encode().splitlines()
     lines.insert(600, MALFORMED)  # dead-lettered in the run and in the rebuild alike
     return b"\n".join(lines) + b"\n"
-
-
-@pytest.fixture
-def second_database(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """Another empty database, like `database_url`."""
-    name = database_name(request.node.name + "_rebuilt")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-            sql.Identifier(name)))
-    try:
-        yield with_database(postgres_url, name)
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 async def _values(settings: Settings, topic: str) -> list[bytes]:
@@ -82,14 +68,8 @@ async def test_rebuild_reaches_the_same_state_and_outputs(
     new_topic: NewTopicFactory,
 ) -> None:
     prefix = new_topic(1)  # a unique name; the service creates its topics from it
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        input_topic=f"{prefix}.input",
-        output_topic=f"{prefix}.output",
-        dead_letter_topic=f"{prefix}.dlq",
-        input_partitions=3,
-        consumer_group=f"{prefix}.group",
-        database_url=database_url,
+    settings = service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 3,
         batch_size=100,
     )
     data = _traffic()
@@ -138,14 +118,8 @@ async def test_rebuild_without_output_topic_publishes_nothing(
     new_topic: NewTopicFactory,
 ) -> None:
     prefix = new_topic(1)
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        input_topic=f"{prefix}.input",
-        output_topic=f"{prefix}.output",
-        dead_letter_topic=f"{prefix}.dlq",
-        input_partitions=2,
-        consumer_group=f"{prefix}.group",
-        database_url=database_url,
+    settings = service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 2,
         batch_size=50,
     )
     text = io.StringIO()
@@ -178,14 +152,8 @@ async def test_rebuild_refuses_a_database_that_is_not_empty(
     kafka_bootstrap_servers: str, database_url: str, new_topic: NewTopicFactory
 ) -> None:
     prefix = new_topic(1)
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        input_topic=f"{prefix}.input",
-        output_topic=f"{prefix}.output",
-        dead_letter_topic=f"{prefix}.dlq",
-        input_partitions=1,
-        consumer_group=f"{prefix}.group",
-        database_url=database_url,
+    settings = service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 1,
     )
     text = io.StringIO()
     write_jsonl(generate(rooms=1, events=20, room_version="10", seed=1), text)

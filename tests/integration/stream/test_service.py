@@ -23,7 +23,7 @@ from processor.storage import open_store
 from processor.stream import commands
 from processor.stream.service import RoomserverService
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.topic_reader import outputs_by_room
+from tests.integration.stream.topic_reader import outputs_by_room, service_settings
 
 
 def _traffic_jsonl(rooms: int, events: int, version: str, seed: int) -> bytes:
@@ -68,14 +68,8 @@ async def test_run_matches_ingest(
     expected = reference_out.getvalue().splitlines()
 
     prefix = new_topic(1)  # a unique name; the service creates its own topics from it
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        input_topic=f"{prefix}.input",
-        output_topic=f"{prefix}.output",
-        dead_letter_topic=f"{prefix}.dlq",
-        input_partitions=3,
-        consumer_group=f"{prefix}.group",
-        database_url=database_url,
+    settings = service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 3,
         batch_size=100,
     )
     service = RoomserverService(settings)

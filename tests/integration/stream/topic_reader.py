@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -19,6 +20,23 @@ from aiokafka.structs import ConsumerRecord
 from processor.config import Settings
 from processor.stream import commands
 from processor.stream.service import RoomserverService
+
+
+def service_settings(
+    kafka_bootstrap_servers: str, database_url: str, prefix: str, partitions: int, **more: Any
+) -> Settings:
+    """Settings of a service whose topics and consumer group are named after `prefix` (a
+    unique name from the `new_topic` fixture; the service creates the topics itself)."""
+    return Settings(
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        input_topic=f"{prefix}.input",
+        output_topic=f"{prefix}.output",
+        dead_letter_topic=f"{prefix}.dlq",
+        input_partitions=partitions,
+        consumer_group=f"{prefix}.group",
+        database_url=database_url,
+        **more,
+    )
 
 
 async def read_topic(
@@ -55,7 +73,7 @@ async def read_topic(
     return records
 
 
-def outputs_by_room(payloads: list[bytes]) -> dict[str, list[dict[str, Any]]]:
+def outputs_by_room(payloads: Iterable[bytes]) -> dict[str, list[dict[str, Any]]]:
     """Decoded output messages per room, in topic order."""
     rooms: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for payload in payloads:
