@@ -8,8 +8,9 @@
   seconds and compares them with the offsets the service has *processed*. It uses its own
   client and runs beside the consume loop, so a hung consumer or a worker stuck in the
   database still shows growing lag and, after `stall_seconds`, a stalled /health.
-- `serve_metrics`: a tiny asyncio HTTP server on the metrics port: `/metrics` in the
-  Prometheus text format, `/health` as JSON, 200 when ok and 503 when stalled.
+- `serve_metrics`: a tiny asyncio HTTP server on the metrics port, on every interface (see
+  `METRICS_HOST`): `/metrics` in the Prometheus text format, `/health` as JSON, 200 when ok
+  and 503 when stalled.
 """
 
 from __future__ import annotations
@@ -169,8 +170,18 @@ async def watch_lag(
         await asyncio.sleep(interval)
 
 
+#: Where /metrics and /health listen: every IPv4 interface. The port is set only to be scraped
+#: and probed, and that comes from outside the process's network namespace: Prometheus in
+#: another container, the kubelet's probes at the pod's IP. Loopback only was unreachable
+#: from both. Neither endpoint reveals more than counts and lag.
+METRICS_HOST = "0.0.0.0"
+
+
 async def serve_metrics(
-    port: int, metrics: Metrics, health: Callable[[], dict[str, object]], host: str = "127.0.0.1"
+    port: int,
+    metrics: Metrics,
+    health: Callable[[], dict[str, object]],
+    host: str = METRICS_HOST,
 ) -> asyncio.Server:
     """Serve /metrics and /health on `host:port` (port 0: any free port; see
     `server.sockets[0].getsockname()`)."""
