@@ -12,27 +12,55 @@ from pathlib import Path
 from typing import IO
 
 from processor import __version__
-from processor.config import Settings, load_settings, settings_help
+from processor.config import KAFKA_COMMANDS, Settings, load_settings, settings_for, settings_help
 from processor.errors import ConfigError, RoomserverError
 from processor.gc_tuning import tune_for_throughput
+from schemas.dead_letter import DeadLetterReason
 
 
 def _open_input(path: str) -> IO[bytes]:
     return sys.stdin.buffer if path == "-" else open(path, "rb")
 
 
-def _add_settings_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML file with settings (see below)")
-    parser.add_argument("--bootstrap-servers", dest="kafka_bootstrap_servers")
-    parser.add_argument("--database-url", dest="database_url")
-    parser.add_argument("--batch-size", dest="batch_size", type=int)
+#: Settings that also have a flag, per command that reads them: (flags, setting, type, help).
+#: Secrets never get one (a flag shows in `ps` and in shell history).
+_SETTING_FLAGS: dict[str, tuple[str, str, type, str]] = {
+    "kafka_bootstrap_servers": (
+        "--bootstrap-servers", "kafka_bootstrap_servers", str,
+        "Kafka bootstrap servers, host:port[,host:port...] (KAFKA_BOOTSTRAP_SERVERS)",
+    ),
+    "database_url": (
+        "--database-url", "database_url", str,
+        "PostgreSQL URL (DATABASE_URL; prefer the variable for a URL with a password)",
+    ),
+    "batch_size": (
+        "--batch-size", "batch_size", int,
+        "max input messages per database transaction (ROOMSERVER_BATCH_SIZE)",
+    ),
+    "metrics_port": (
+        "--metrics-port", "metrics_port", int,
+        "port of /metrics and /health, 0 = off (ROOMSERVER_METRICS_PORT)",
+    ),
+    "max_produce_bytes": (
+        "--max-message-bytes", "max_produce_bytes", int,
+        "largest input message to send (ROOMSERVER_MAX_PRODUCE_BYTES)",
+    ),
+}
+
+
+def _add_settings_args(parser: argparse.ArgumentParser, command: str) -> None:
+    """`--config` and a flag for each setting in `_SETTING_FLAGS` that `command` reads."""
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file with settings (see below; ROOMSERVER_CONFIG)"
+    )
+    for info in settings_for(command):
+        if info.name in _SETTING_FLAGS:
+            flag, dest, kind, text = _SETTING_FLAGS[info.name]
+            parser.add_argument(flag, dest=dest, type=kind, help=text)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name, None)
-        for name in ("kafka_bootstrap_servers", "database_url", "batch_size", "metrics_port")
-    }
+    overrides = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
@@ -48,31 +76,88 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def kafka_command(name: str, help: str) -> argparse.ArgumentParser:
-        """A subcommand that talks to Kafka: it takes every setting (listed in its help)."""
-        command = sub.add_parser(
+    def kafka_command(
+        name: str,
+        help: str,
+        parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+        settings_of: str = "",
+    ) -> argparse.ArgumentParser:
+        """A subcommand that talks to Kafka: it takes the settings it reads (listed in its
+        help, `settings_of` the command whose settings they are)."""
+        command = parent.add_parser(
             name,
             help=help,
-            epilog=settings_help(),
+            description=help,
+            epilog=settings_help(settings_of or name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _add_settings_args(command)
+        _add_settings_args(command, settings_of or name)
         return command
 
-    run = kafka_command("run", "the service: Kafka input -> PostgreSQL -> Kafka output")
-    run.add_argument("--metrics-port", dest="metrics_port", type=int)
+    kafka_command("run", "the service: Kafka input -> PostgreSQL -> Kafka output")
     produce = kafka_command(
-        "produce", "publish JSON-lines InputRoomEvents to the input topic, keyed by room ID"
+        "produce",
+        "publish JSON-lines InputRoomEvents to the input topic, keyed by room ID (the "
+        "topics are created when missing, as run does)",
     )
     produce.add_argument("file", help="JSON-lines file, or - for standard input")
-    tail = kafka_command("tail", "print output events as JSON lines")
-    tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--limit", type=int, default=0, help="stop after N messages")
+    tail = kafka_command(
+        "tail", "print output events as JSON lines (follows until Ctrl-C unless --limit)"
+    )
+    tail.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the topic's first message (default: new messages only)",
+    )
+    tail.add_argument(
+        "--limit", type=int, default=0, help="stop after N messages (default 0: follow)"
+    )
     rebuild = kafka_command(
         "rebuild", "replay the input topic from offset 0 into an empty database"
     )
     rebuild.add_argument(
         "--output-topic", default="", help="publish outputs to this topic (default: none)"
+    )
+
+    dlq = sub.add_parser(
+        "dlq",
+        help="list, show and replay dead letters",
+        description=(
+            "Dead letters are inputs the roomserver could not process, kept on the "
+            "dead-letter topic with the reason and the original bytes. A dead letter is "
+            "named PARTITION:OFFSET, its place in that topic (the first column of `dlq "
+            "list`). Replay sends originals back to the input topic once their cause is "
+            "fixed (e.g. the missing prev events have arrived since)."
+        ),
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    reasons = ", ".join(r.value for r in DeadLetterReason)
+    dlq_list = kafka_command(
+        "list", "one line per dead letter: ID, reason, source topic[partition]@offset, "
+        "message", dlq_sub, "dlq",
+    )
+    dlq_list.add_argument("--reason", help=f"only those with this reason ({reasons})")
+    dlq_show = kafka_command(
+        "show", "dead letters in full, one JSON object per line (the original as base64, "
+        "and as text when it is UTF-8)", dlq_sub, "dlq",
+    )
+    dlq_show.add_argument("ids", nargs="+", metavar="ID", help="PARTITION:OFFSET, from list")
+    dlq_show.add_argument(
+        "--original",
+        action="store_true",
+        help="print only the original bytes, one message per line",
+    )
+    dlq_replay = kafka_command(
+        "replay", "send dead letters' originals back to the input topic", dlq_sub, "dlq"
+    )
+    chosen = dlq_replay.add_mutually_exclusive_group(required=True)
+    chosen.add_argument(
+        "--offset", dest="ids", action="append", metavar="ID",
+        help="the dead letter PARTITION:OFFSET (repeatable)",
+    )
+    chosen.add_argument("--reason", help=f"every dead letter with this reason ({reasons})")
+    dlq_replay.add_argument(
+        "--dry-run", action="store_true", help="list what would be replayed, send nothing"
     )
 
     ingest = sub.add_parser(
@@ -115,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command in KAFKA_COMMANDS:
+        from processor.stream.log_levels import quiet_kafka_logs
+
+        quiet_kafka_logs(args.verbose)
     try:
         return _dispatch(args)
     except ConfigError as e:
@@ -153,11 +242,61 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if command == "tail":
         return asyncio.run(commands.tail(settings, args.from_beginning, args.limit))
+    if command == "dlq":
+        return _dlq(args, settings)
     if command == "rebuild":
         if not settings.database_url:
             raise ConfigError("DATABASE_URL is not set (or pass --database-url)")
         return asyncio.run(commands.rebuild(settings, args.output_topic or None))
     raise ConfigError(f"unknown command {command}")
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from processor.stream import commands
+    from processor.stream.dead_letters import (
+        check_reason,
+        count_by_reason,
+        parse_id,
+        read_dead_letters,
+    )
+
+    reason = check_reason(args.reason) if getattr(args, "reason", None) else None
+    ids = [parse_id(i) for i in args.ids] if getattr(args, "ids", None) else None
+    letters, undecodable = asyncio.run(read_dead_letters(settings, reason=reason, ids=ids))
+    if undecodable:
+        print(
+            f"roomserver dlq: {len(undecodable)} records in {settings.dead_letter_topic} are "
+            f"not dead letters (another producer?), skipped: {', '.join(undecodable[:10])}",
+            file=sys.stderr,
+        )
+    out = sys.stdout
+    if args.dlq_command == "list":
+        for letter in letters:
+            out.write(letter.summary() + "\n")
+        summary = count_by_reason(letters)
+        print(
+            f"{len(letters)} dead letters in {settings.dead_letter_topic}"
+            + (f" ({summary})" if summary else ""),
+            file=sys.stderr,
+        )
+        return 0
+    if args.dlq_command == "show":
+        for letter in letters:
+            if args.original:
+                sys.stdout.buffer.write(letter.record.original_bytes() + b"\n")
+            else:
+                out.write(json.dumps(letter.as_json(), ensure_ascii=False) + "\n")
+        return 0
+    # replay
+    if args.dry_run:
+        for letter in letters:
+            out.write(letter.summary() + "\n")
+        print(f"would replay {len(letters)} dead letters to {settings.input_topic}",
+              file=sys.stderr)
+        return 0
+    count = asyncio.run(commands.replay(settings, letters))
+    print(f"replayed {count} dead letters to {settings.input_topic}", file=sys.stderr)
+    return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:

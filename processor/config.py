@@ -2,37 +2,47 @@
 
 Precedence, lowest first: built-in defaults, the TOML file (`--config FILE` or
 `ROOMSERVER_CONFIG`), environment variables, command-line flags. Every setting is listed in
-`SETTINGS` with its environment variable and help text, so `roomserver run --help` documents
-all of them from one place.
+`SETTINGS` with its environment variable, help text and the commands that use it, so each
+command's `--help` documents exactly the settings it reads, from one place.
+
+Secrets (`SettingInfo.secret`: the SASL password, and a password inside `DATABASE_URL`) are
+never printed: `--help` shows no value of them, and log lines and error messages use
+`redacted_url`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from processor.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    #: The local broker's port (deploy/local/kafka.sh), so the commands work out of the box
+    #: beside it; Kafka's usual 9092 would be a broker this project never starts.
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"
     kafka_sasl_username: str = ""
-    kafka_sasl_password: str = ""
+    #: Out of repr (like database_url, which may hold a password): a logged Settings or a
+    #: failing test's assertion message must not show it.
+    kafka_sasl_password: str = field(default="", repr=False)
     kafka_ssl_cafile: str = ""
     input_topic: str = "roomserver.input"
     output_topic: str = "roomserver.output"
     dead_letter_topic: str = "roomserver.input.dlq"
     input_partitions: int = 6
     consumer_group: str = "roomserver"
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
     batch_size: int = 500
     metrics_port: int = 0
     server_name: str = ""
@@ -40,6 +50,17 @@ class Settings:
     max_output_message_bytes: int = 1_000_000
     #: Seconds without progress while lag > 0 before /health reports the consumer stalled.
     stall_seconds: float = 60.0
+    #: The largest input message `produce` sends (its producer's max_request_size, less the
+    #: record overhead). Kafka's own default is 1 MiB; the local broker takes 10 MiB.
+    max_produce_bytes: int = 1_048_576
+
+
+#: The commands that read settings (the others take flags only).
+KAFKA_COMMANDS = frozenset({"run", "produce", "tail", "rebuild", "dlq"})
+_CONNECT = KAFKA_COMMANDS
+#: `produce` creates the topics when missing, as `run` does, so it reads their layout too.
+_TOPICS = frozenset({"run", "produce", "rebuild"})
+_SERVICE = frozenset({"run", "rebuild"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,31 +68,67 @@ class SettingInfo:
     name: str
     env: str
     help: str
+    #: The commands that use it (their --help lists it).
+    commands: frozenset[str] = _SERVICE
+    #: Never printed (no default or value in --help, redacted in messages).
+    secret: bool = False
 
 
 SETTINGS: tuple[SettingInfo, ...] = (
-    SettingInfo("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers"),
+    SettingInfo(
+        "kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS",
+        "Kafka bootstrap servers, host:port[,host:port...]", _CONNECT,
+    ),
     SettingInfo(
         "kafka_security_protocol",
         "KAFKA_SECURITY_PROTOCOL",
         "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        _CONNECT,
     ),
-    SettingInfo("kafka_sasl_mechanism", "KAFKA_SASL_MECHANISM", "PLAIN, SCRAM-SHA-256, ..."),
-    SettingInfo("kafka_sasl_username", "KAFKA_SASL_USERNAME", "SASL user name"),
-    SettingInfo("kafka_sasl_password", "KAFKA_SASL_PASSWORD", "SASL password"),
-    SettingInfo("kafka_ssl_cafile", "KAFKA_SSL_CAFILE", "CA bundle for SSL/SASL_SSL"),
-    SettingInfo("input_topic", "ROOMSERVER_INPUT_TOPIC", "input room events topic"),
-    SettingInfo("output_topic", "ROOMSERVER_OUTPUT_TOPIC", "output events topic"),
-    SettingInfo("dead_letter_topic", "ROOMSERVER_DEAD_LETTER_TOPIC", "dead-letter topic"),
+    SettingInfo(
+        "kafka_sasl_mechanism", "KAFKA_SASL_MECHANISM",
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", _CONNECT,
+    ),
+    SettingInfo("kafka_sasl_username", "KAFKA_SASL_USERNAME", "SASL user name", _CONNECT),
+    SettingInfo(
+        "kafka_sasl_password", "KAFKA_SASL_PASSWORD",
+        "SASL password (environment or file only, never a flag)", _CONNECT, secret=True,
+    ),
+    SettingInfo(
+        "kafka_ssl_cafile", "KAFKA_SSL_CAFILE",
+        "PEM file of the CAs that sign the brokers' certificates (SSL, SASL_SSL; "
+        "default: the system's)",
+        _CONNECT,
+    ),
+    SettingInfo(
+        "input_topic", "ROOMSERVER_INPUT_TOPIC", "input room events topic",
+        frozenset({"run", "produce", "rebuild", "dlq"}),
+    ),
+    SettingInfo(
+        "output_topic", "ROOMSERVER_OUTPUT_TOPIC", "output events topic",
+        frozenset({"run", "produce", "tail", "rebuild"}),
+    ),
+    SettingInfo(
+        "dead_letter_topic", "ROOMSERVER_DEAD_LETTER_TOPIC", "dead-letter topic",
+        frozenset({"run", "produce", "rebuild", "dlq"}),
+    ),
     SettingInfo(
         "input_partitions",
         "ROOMSERVER_INPUT_PARTITIONS",
         "partitions of the input topic when the roomserver creates it",
+        _TOPICS,
     ),
     SettingInfo("consumer_group", "ROOMSERVER_CONSUMER_GROUP", "Kafka consumer group"),
-    SettingInfo("database_url", "DATABASE_URL", "PostgreSQL URL (or a SQLite file path)"),
+    SettingInfo(
+        "database_url", "DATABASE_URL",
+        "PostgreSQL URL, e.g. postgresql://roomserver@db:5432/roomserver"
+        "?sslmode=verify-full&sslrootcert=ca.pem (a password in it is never printed)",
+    ),
     SettingInfo("batch_size", "ROOMSERVER_BATCH_SIZE", "max input messages per transaction"),
-    SettingInfo("metrics_port", "ROOMSERVER_METRICS_PORT", "Prometheus /metrics and /health port"),
+    SettingInfo(
+        "metrics_port", "ROOMSERVER_METRICS_PORT", "Prometheus /metrics and /health port",
+        frozenset({"run"}),
+    ),
     SettingInfo(
         "server_name", "ROOMSERVER_SERVER_NAME", "this homeserver's name (local invites)"
     ),
@@ -79,8 +136,19 @@ SETTINGS: tuple[SettingInfo, ...] = (
         "max_output_message_bytes",
         "ROOMSERVER_MAX_OUTPUT_MESSAGE_BYTES",
         "largest output message; bigger outputs are split",
+        _TOPICS,
     ),
-    SettingInfo("stall_seconds", "ROOMSERVER_STALL_SECONDS", "stalled-consumer threshold"),
+    SettingInfo(
+        "stall_seconds", "ROOMSERVER_STALL_SECONDS", "stalled-consumer threshold",
+        frozenset({"run"}),
+    ),
+    SettingInfo(
+        "max_produce_bytes",
+        "ROOMSERVER_MAX_PRODUCE_BYTES",
+        "largest input message produce and dlq replay send (the broker's "
+        "message.max.bytes must allow it)",
+        frozenset({"produce", "dlq"}),
+    ),
 )
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -132,17 +200,50 @@ def load_settings(
     settings = Settings(**values)
     if settings.batch_size < 1:
         raise ConfigError("setting batch_size: must be at least 1")
+    if settings.max_produce_bytes < 1:
+        raise ConfigError("setting max_produce_bytes: must be at least 1")
     return settings
 
 
-def settings_help() -> str:
-    """The settings table for `--help`."""
+def settings_for(command: str) -> tuple[SettingInfo, ...]:
+    """The settings `command` reads."""
+    return tuple(info for info in SETTINGS if command in info.commands)
+
+
+def settings_help(command: str = "run") -> str:
+    """The table of the settings `command` reads, for its `--help`. Shows defaults, never
+    the values in effect (which may be secrets), and no default for a secret."""
     lines = ["settings (environment variable, or the same name in the TOML file):"]
     defaults = Settings()
-    for info in SETTINGS:
-        default = getattr(defaults, info.name)
-        lines.append(f"  {info.env:<36} {info.help} [{info.name}; default {default!r}]")
+    for info in settings_for(command):
+        default = "" if info.secret else f"; default {getattr(defaults, info.name)!r}"
+        lines.append(f"  {info.env:<36} {info.help} [{info.name}{default}]")
     return "\n".join(lines)
 
 
-__all__ = ["SETTINGS", "Settings", "load_settings", "settings_help"]
+def redacted_url(url: str) -> str:
+    """`url` without the password in its user info (`user:***@host`), for messages."""
+    # libpq also takes the password as a query parameter, or in a key=value string.
+    url = _PASSWORD_PARAMETER.sub(r"\1***", url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+_PASSWORD_PARAMETER = re.compile(r"((?:^|[?&\s])password\s*=\s*)('[^']*'|[^&\s]*)")
+
+
+__all__ = [
+    "KAFKA_COMMANDS",
+    "SETTINGS",
+    "Settings",
+    "load_settings",
+    "redacted_url",
+    "settings_for",
+    "settings_help",
+]

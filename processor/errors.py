@@ -7,7 +7,13 @@
     ├── StateResolutionError    state resolution was handed inconsistent input
     ├── StorageError            the database failed; roll back and retry
     │   └── CorruptState        an invariant is broken (unknown NID, dangling block); stop
+    ├── KafkaUnavailable        the brokers cannot be reached or refuse us (address, TLS,
+    │                           SASL credentials); fix the connection settings or the broker
+    ├── MessageTooLarge         an input is over the producer's size limit; raise it (and
+    │                           the broker's) or fix the input
     └── ConfigError             a setting is missing or wrong; fix the configuration
+        └── TopicNotFound       a topic the command reads does not exist; create it or fix
+                                its name
 
 `InvalidEvent` lives in `schemas.errors` (so `schemas` imports without `processor`) and is
 re-exported here.
@@ -22,10 +28,13 @@ __all__ = [
     "ConfigError",
     "CorruptState",
     "InvalidEvent",
+    "KafkaUnavailable",
+    "MessageTooLarge",
     "RoomserverError",
     "SchemaError",
     "StateResolutionError",
     "StorageError",
+    "TopicNotFound",
     "UnknownRoomVersion",
 ]
 
@@ -64,3 +73,16 @@ class CorruptState(StorageError):
 
 class ConfigError(RoomserverError):
     """A setting is missing or invalid."""
+
+
+class KafkaUnavailable(RoomserverError):
+    """The Kafka brokers cannot be reached, or refuse the connection (an untrusted
+    certificate, wrong SASL credentials). The message names the address and the cause."""
+
+
+class TopicNotFound(ConfigError):
+    """A topic the command needs does not exist (and the command does not create it)."""
+
+
+class MessageTooLarge(RoomserverError):
+    """An input message is larger than the producer may send (`max_produce_bytes`)."""

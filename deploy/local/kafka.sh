@@ -19,6 +19,19 @@
 #   ROOMSERVER_KAFKA_HEAP             JVM heap                        (default 1g)
 #   ROOMSERVER_KAFKA_MESSAGE_MAX_BYTES  largest record batch accepted (default 10485760 = 10 MiB)
 #   ROOMSERVER_KAFKA_START_TIMEOUT    seconds to wait for readiness   (default 120)
+#   ROOMSERVER_KAFKA_SECURITY         plaintext, or sasl_ssl          (default plaintext)
+#
+# Secured mode (ROOMSERVER_KAFKA_SECURITY=sasl_ssl): the client listener speaks SASL/SCRAM-SHA-512
+# over TLS only. The broker's certificate (PKCS12 keystore) is signed by a test CA made with
+# tls.sh in ROOMSERVER_TLS_DIR (default RUN_DIR/tls; give kafka.sh and postgres.sh the same
+# directory and they share one CA). The SCRAM users are created when the KRaft storage is
+# formatted (kafka-storage format --add-scram): `admin` (the broker's own, and the readiness
+# probe's) and the client user below. `start` then prints, before the bootstrap line,
+# KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and
+# KAFKA_SSL_CAFILE lines (test credentials: they are printed on purpose).
+#   ROOMSERVER_KAFKA_SASL_USERNAME    client SCRAM user               (default roomserver)
+#   ROOMSERVER_KAFKA_SASL_PASSWORD    its password                    (default: random)
+#   ROOMSERVER_TLS_DIR                CA and certificates             (default RUN_DIR/tls)
 set -euo pipefail
 
 KAFKA_VERSION="${ROOMSERVER_KAFKA_VERSION:-4.1.2}"
@@ -36,10 +49,23 @@ RUN_DIR="${ROOMSERVER_KAFKA_DIR:-${TMPDIR:-/tmp}/roomserver-kafka-$PORT}"
 HEAP="${ROOMSERVER_KAFKA_HEAP:-1g}"
 MESSAGE_MAX_BYTES="${ROOMSERVER_KAFKA_MESSAGE_MAX_BYTES:-10485760}"
 START_TIMEOUT="${ROOMSERVER_KAFKA_START_TIMEOUT:-120}"
+SECURITY="${ROOMSERVER_KAFKA_SECURITY:-plaintext}"
 BOOTSTRAP="127.0.0.1:$PORT"
 PID_FILE="$RUN_DIR/kafka.pid"
 LOG_DIR="$RUN_DIR/logs"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TLS_DIR="${ROOMSERVER_TLS_DIR:-$RUN_DIR/tls}"
+# What a client needs, written by a secured start (KEY=VALUE lines; secrets, so mode 600).
+CLIENT_ENV="$RUN_DIR/client.env"
+# The readiness probe's client settings in secured mode.
+PROBE_PROPERTIES="$RUN_DIR/probe.properties"
+case "$SECURITY" in
+plaintext | sasl_ssl) ;;
+*)
+    echo "kafka.sh: ERROR: ROOMSERVER_KAFKA_SECURITY must be plaintext or sasl_ssl, not $SECURITY" >&2
+    exit 2
+    ;;
+esac
 
 say() { echo "kafka.sh: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -122,18 +148,95 @@ port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+random_secret() {
+    python3 -c 'import secrets; print(secrets.token_urlsafe(24))'
+}
+
+# The client listener: plain text, or SASL/SCRAM over TLS (the controller listener stays plain
+# text on 127.0.0.1: only this node uses it).
+listener_config() {
+    if [[ "$SECURITY" == plaintext ]]; then
+        cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+        return
+    fi
+    cat <<EOF
+listeners=SASL_SSL://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$PORT
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$ADMIN_PASSWORD";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$RUN_DIR/keystore.p12
+ssl.keystore.password=$KEYSTORE_PASSWORD
+ssl.key.password=$KEYSTORE_PASSWORD
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+ssl.client.auth=none
+EOF
+}
+
+# Secured mode: the certificate, the keystore, the passwords, the probe's settings.
+prepare_security() {
+    [[ "$SECURITY" == sasl_ssl ]] || return 0
+    need openssl "install openssl (it makes the test certificates)"
+    bash "$HERE/tls.sh" "$TLS_DIR" kafka
+    ADMIN_PASSWORD="$(random_secret)"
+    KEYSTORE_PASSWORD="$(random_secret)"
+    CLIENT_USER="${ROOMSERVER_KAFKA_SASL_USERNAME:-roomserver}"
+    CLIENT_PASSWORD="${ROOMSERVER_KAFKA_SASL_PASSWORD:-$(random_secret)}"
+    openssl pkcs12 -export -in "$TLS_DIR/kafka.pem" -inkey "$TLS_DIR/kafka.key" \
+        -certfile "$TLS_DIR/ca.pem" -name kafka -out "$RUN_DIR/keystore.p12" \
+        -passout "pass:$KEYSTORE_PASSWORD"
+    (
+        umask 077
+        cat >"$PROBE_PROPERTIES" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$ADMIN_PASSWORD";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+EOF
+        cat >"$CLIENT_ENV" <<EOF
+KAFKA_SECURITY_PROTOCOL=SASL_SSL
+KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+KAFKA_SASL_USERNAME=$CLIENT_USER
+KAFKA_SASL_PASSWORD=$CLIENT_PASSWORD
+KAFKA_SSL_CAFILE=$TLS_DIR/ca.pem
+EOF
+    )
+}
+
+# kafka-storage format arguments: the SCRAM users, in secured mode.
+scram_users() {
+    [[ "$SECURITY" == sasl_ssl ]] || return 0
+    printf '%s\n' "--add-scram" "SCRAM-SHA-512=[name=admin,password=$ADMIN_PASSWORD]" \
+        "--add-scram" "SCRAM-SHA-512=[name=$CLIENT_USER,password=$CLIENT_PASSWORD]"
+}
+
+# What `start` prints: the client settings (secured mode), then the bootstrap line last.
+print_client_env() {
+    if [[ -f "$CLIENT_ENV" ]]; then
+        cat "$CLIENT_ENV"
+    fi
+    echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+}
+
 write_config() {
     cat >"$RUN_DIR/server.properties" <<EOF
 # Generated by deploy/local/kafka.sh: a single combined KRaft node for tests and development.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$RUN_DIR/data
+$(listener_config)
 
 # Topics are created explicitly (by the roomserver's setup and by the test fixtures).
 auto.create.topics.enable=false
@@ -196,6 +299,7 @@ wait_ready() {
         # Cheap check first; the metadata probe starts a JVM.
         if port_open "$PORT" &&
             java -cp "$LIBS/*" "$HERE/KafkaReady.java" "$BOOTSTRAP" 10000 \
+                "$([[ "$SECURITY" == sasl_ssl ]] && echo "$PROBE_PROPERTIES")" \
                 >>"$LOG_DIR/ready.log" 2>&1; then
             return 0
         fi
@@ -210,7 +314,7 @@ start() {
     local pid
     if pid="$(running_pid)"; then
         say "already running (pid $pid), logs in $LOG_DIR"
-        echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+        print_client_env
         return 0
     fi
     fetch_jars
@@ -220,9 +324,13 @@ start() {
                 "choose others with ROOMSERVER_KAFKA_PORT / ROOMSERVER_KAFKA_CONTROLLER_PORT"
         fi
     done
-    rm -rf "$RUN_DIR/data" "$LOG_DIR"
+    rm -rf "$RUN_DIR/data" "$LOG_DIR" "$CLIENT_ENV" "$PROBE_PROPERTIES"
     mkdir -p "$RUN_DIR/data" "$LOG_DIR"
-    write_config
+    prepare_security
+    (
+        umask 077  # server.properties holds the keystore and admin passwords in secured mode
+        write_config
+    )
     local cluster_id
     # "=" form below: a random ID may start with "-", which the tool would take for a flag.
     cluster_id="$(python3 -c 'import base64, uuid
@@ -231,13 +339,15 @@ print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
         "-Xms256m" "-Xmx$HEAP" "-XX:+ExitOnOutOfMemoryError" "-Djava.awt.headless=true"
         "-Dlog4j2.configurationFile=$RUN_DIR/log4j2.xml" "-Dkafka.logs.dir=$LOG_DIR"
     )
+    local scram=()
+    mapfile -t scram < <(scram_users)
     if ! java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
-        --cluster-id="$cluster_id" --config "$RUN_DIR/server.properties" \
+        --cluster-id="$cluster_id" --config "$RUN_DIR/server.properties" "${scram[@]}" \
         >"$LOG_DIR/format.log" 2>&1; then
         cat "$LOG_DIR/format.log" >&2
         die "formatting the KRaft storage in $RUN_DIR/data failed"
     fi
-    say "starting Apache Kafka $KAFKA_VERSION (KRaft) on $BOOTSTRAP, logs in $LOG_DIR"
+    say "starting Apache Kafka $KAFKA_VERSION (KRaft, $SECURITY) on $BOOTSTRAP, logs in $LOG_DIR"
     # setsid: the broker outlives the shell that started it and ignores its terminal's signals;
     # it is stopped by pid. No inherited stdio, so a caller reading our output isn't held open.
     setsid java "${java_opts[@]}" -cp "$LIBS/*" kafka.Kafka "$RUN_DIR/server.properties" \
@@ -246,7 +356,7 @@ print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
     echo "$pid" >"$PID_FILE"
     wait_ready "$pid"
     say "ready (pid $pid)"
-    echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+    print_client_env
 }
 
 stop() {
@@ -283,7 +393,7 @@ case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
-env) echo "export KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP" ;;
+env) print_client_env | sed 's/^/export /' ;;
 fetch) fetch_jars ;;
 *)
     echo "usage: $0 start|stop|status|env|fetch" >&2

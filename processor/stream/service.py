@@ -51,6 +51,7 @@ from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
 from processor.pipeline.outputs import OutputBuilder
 from processor.storage import open_store
 from processor.storage.base import Store
+from processor.stream.connect import start_client
 from processor.stream.kafka_settings import kafka_client_options
 from processor.stream.outbox_relay import (
     OutboxRelay,
@@ -268,7 +269,15 @@ class RoomserverService:
             self._consumer.seek(TopicPartition(self.settings.input_topic, p), offsets[p])
             self.workers[p] = worker
             fresh.append(worker)
-            log.info("partition %d assigned, resuming at offset %d", p, offsets[p])
+        # One line per (re)assignment that says what this instance works on now: the
+        # answer to "is it consuming, and what?" (aiokafka's own group chatter is quieted).
+        log.info(
+            "consuming %s partitions [%s] as group %s (resuming at offsets %s)",
+            self.settings.input_topic,
+            ",".join(str(p) for p in sorted(self.workers)),
+            self._group_id,
+            ", ".join(f"{p}:{offsets[p]}" for p in sorted(offsets)),
+        )
         for worker in fresh:
             if self._output_enabled:
                 worker.relay.start(self._relay_failed(worker.partition))
@@ -455,9 +464,7 @@ class RoomserverService:
             self.metrics.state_resolution_seconds.observe(result.state_resolution_seconds)
         self._count_backlog(partition, result.outputs + len(result.dead_letters))
         if result.outcomes.get(Outcome.DEAD_LETTERED):
-            log.warning(
-                "partition %d: %d inputs dead-lettered", partition, len(result.dead_letters)
-            )
+            _log_dead_letters(partition, result)
 
     async def _watch_lag(self) -> None:
         """Lag = the broker's end offsets minus the offsets processed, measured with a
@@ -579,7 +586,9 @@ class RoomserverService:
             options = self._client_options()
             admin = AIOKafkaAdminClient(**options)
             try:
-                await admin.start()
+                # The first contact: unreachable brokers, an untrusted certificate or wrong
+                # credentials end the start with one line (`KafkaUnavailable`).
+                await start_client(admin, self.settings)
                 layout = await ensure_topics(admin, self.settings)
             finally:
                 await admin.close()
@@ -666,6 +675,31 @@ class RoomserverService:
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
+
+
+#: Dead letters logged one by one per batch; the rest of a flood is summed up by reason.
+DEAD_LETTER_LOG_LINES = 10
+
+
+def _log_dead_letters(partition: int, result: BatchResult) -> None:
+    """A line per dead letter with its reason, input offset and what is wrong (`roomserver
+    dlq list` shows the same); past `DEAD_LETTER_LOG_LINES` in one batch, one line counts
+    the others by reason, so a flood of bad input cannot flood the log."""
+    letters = result.dead_letters
+    for dead in letters[:DEAD_LETTER_LOG_LINES]:
+        log.warning(
+            "partition %d offset %d: dead-lettered (%s): %s",
+            partition, dead.message.offset, dead.reason.value, dead.detail,
+        )
+    rest = letters[DEAD_LETTER_LOG_LINES:]
+    if rest:
+        counts: dict[str, int] = {}
+        for dead in rest:
+            counts[dead.reason.value] = counts.get(dead.reason.value, 0) + 1
+        log.warning(
+            "partition %d: %d more dead-lettered in the batch (%s)",
+            partition, len(rest), ", ".join(f"{r}: {n}" for r, n in sorted(counts.items())),
+        )
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
