@@ -19,23 +19,11 @@ import pytest
 
 from processor.metrics import Health, Metrics, serve_metrics
 from tests.fixtures.services import free_port
+from tests.unit.deploy.dockerfile import DOCKERFILE, instructions
 from tests.unit.deploy.tools import tool
 
 ROOT = Path(__file__).resolve().parents[3]
-DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
-    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    found = []
-    for line in joined.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            found.append((keyword.upper(), " ".join(rest.split())))
-    return found
 
 
 def test_hadolint_finds_nothing() -> None:
