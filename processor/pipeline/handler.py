@@ -215,11 +215,13 @@ class InputHandler:
             return Outcome.DUPLICATE
         room = self._room_of(batch, decoded)
         # An event stored before is a no-op, unless it was stored as an outlier and now
-        # arrives to be processed (`new`/`old`): then it gets its state now.
+        # arrives to be processed (`new`/`old`): then it gets its state now — a rejected
+        # outlier too, since events after it may name it as a prev event, and the state
+        # after it (the state before it) is what they build on.
         outlier_nid: EventNID | None = None
         if stored_nid is not None:
             stored = self._cache.load(batch, room, [stored_nid])[stored_nid]
-            if not stored.outlier or stored.rejected:
+            if not stored.outlier:
                 return Outcome.DUPLICATE
             outlier_nid = stored_nid
         touched[room.record.room_nid] = room
@@ -651,11 +653,15 @@ class InputHandler:
         finally:
             result.state_resolution_seconds += time.perf_counter() - started
         base = _resolution_base(distinct, prefer)
-        # Resolution keeps every unconflicted entry, so only conflicted keys can differ from
-        # any one input; a key resolved away becomes a removal (0).
+        # Resolution keeps every unconflicted entry, so only the conflicted keys, and keys no
+        # input holds (an event of the auth difference that passes the iterative auth checks
+        # enters the state: v2 step 2), can differ from any one input; a key resolved away
+        # becomes a removal (0).
+        changed_keys = conflicted_state_keys(state_sets)
+        changed_keys.update(resolved.keys() - base.entries.keys())
         changes = {
             key: resolved.get(key, EventNID(0))
-            for key in conflicted_state_keys(state_sets)
+            for key in changed_keys
             if resolved.get(key) != base.entries.get(key)
         }
         state = StateAt(resolved, base=base, changes=changes)

@@ -11,7 +11,7 @@ What it answers, without loading any event:
 
 - the *auth difference* of a set of state maps (state resolution v2, 2.1);
 - the *conflicted state subgraph* (state resolution v2.1, MSC4297);
-- which events of a set lie in the auth chain of others (step 1 of v2);
+- the auth subgraph of the power events inside the full conflicted set (step 1 of v2);
 - the `m.room.power_levels` event among an event's auth events (mainline ordering).
 
 The auth difference does not walk the (large) unconflicted part of the state. With
@@ -179,17 +179,32 @@ class AuthChainIndex:
                     push(a)
         return seen
 
-    def ancestors_within(
-        self, nids: Collection[EventNID], members: Collection[EventNID]
-    ) -> set[EventNID]:
-        """The events of `members` that are auth ancestors of some event of `nids`."""
-        if not nids or not members:
-            return set()
+    def power_subgraph(
+        self, roots: Collection[EventNID], members: Collection[EventNID]
+    ) -> dict[EventNID, set[EventNID]]:
+        """Step 1 of state resolution v2 as the network runs it: `roots` and the events of
+        `members` reachable from them by auth edges that stay inside `members`, each mapped
+        to its own auth events among `members` (the edges of the topological sort).
+
+        The spec's wording takes "the events in the auth chain of P which also belong to the
+        full conflicted set", i.e. ancestors reached through events outside the set too, and
+        orders them by the whole auth DAG. The reference homeserver walks only the direct auth
+        edges between events of the set, for both the selection and the ordering; a room in
+        which the two differ resolves differently, so the network's walk is the one here
+        (docs/interoperability.md, "v2 step 1").
+        """
         member_pos = set(self._positions(members))
-        floor = min(member_pos)
-        auth = self._auth
-        roots = [a for p in self._positions(nids) for a in auth[p]]
-        return self._to_nids(self._closure(roots, floor) & member_pos)
+        auth, nids = self._auth, self._nids
+        edges: dict[int, list[int]] = {}
+        stack = sorted(self._positions(roots))
+        while stack:
+            p = stack.pop()
+            if p in edges:
+                continue
+            inside = [a for a in auth[p] if a in member_pos]
+            edges[p] = inside
+            stack.extend(a for a in inside if a not in edges)
+        return {nids[p]: {nids[a] for a in inside} for p, inside in edges.items()}
 
     def auth_difference(
         self,
@@ -288,56 +303,3 @@ class AuthChainIndex:
             if p not in on_path and any(a in on_path for a in auth[p]):
                 on_path.add(p)
         return self._to_nids(on_path)
-
-    def ordering_edges(self, nids: Collection[EventNID]) -> dict[EventNID, set[EventNID]]:
-        """For each event of `nids`, the events of `nids` it must come after in a topological
-        ordering: those reachable through its auth events by a path that meets no other event
-        of `nids` before them. Events of `nids` joined only through events outside `nids`
-        stay ordered, since "the DAG formed by auth events" orders every ancestor first.
-        (Servers that keep only the direct auth edges between events of the set can order
-        such a pair differently; the spec's wording is followed here.)"""
-        positions = self._positions(nids)
-        members = set(positions)
-        floor = min(members, default=0)
-        auth, all_nids = self._auth, self._nids
-        # Memo: for an event outside `nids`, the members it reaches first.
-        frontier: dict[int, frozenset[int]] = {}
-
-        def reach(p: int) -> frozenset[int]:
-            # Iterative post-order over non-members above the floor.
-            stack = [p]
-            while stack:
-                node = stack[-1]
-                pending = [
-                    a for a in auth[node]
-                    if a >= floor and a not in members and a not in frontier
-                ]
-                if pending:
-                    stack.extend(pending)
-                    continue
-                stack.pop()
-                if node in frontier:
-                    continue
-                found: set[int] = set()
-                for a in auth[node]:
-                    if a < floor:
-                        continue
-                    if a in members:
-                        found.add(a)
-                    else:
-                        found |= frontier[a]
-                frontier[node] = frozenset(found)
-            return frontier[p]
-
-        edges: dict[EventNID, set[EventNID]] = {}
-        for p in positions:
-            targets: set[int] = set()
-            for a in auth[p]:
-                if a < floor:
-                    continue
-                if a in members:
-                    targets.add(a)
-                else:
-                    targets |= reach(a)
-            edges[all_nids[p]] = {all_nids[t] for t in targets}
-        return edges

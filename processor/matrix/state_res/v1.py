@@ -1,17 +1,22 @@
-"""State resolution v1 (room version 1), as the room version 1 page specifies it.
+"""State resolution v1 (room version 1), as the network runs it.
 
-The resolved state R starts as the union of the state maps without the conflicting keys
-(a *conflict*: the maps hold different events for one key; a key some maps lack is not a
-conflict). Then, for m.room.power_levels, then m.room.join_rules, then each m.room.member key:
-sort the conflicting events by ascending `depth` then descending `sha1(event_id)`, put the
-first into R, and keep replacing it with the next one for as long as the next one passes the
-authorization rules against R. Every other conflicting key gets the event with the highest
-depth and lowest sha1(event_id) that passes the authorization rules against R.
+The resolved state starts as the union of the state maps without the conflicting keys (a
+*conflict*: the maps hold different events for one key; a key some maps lack is not a
+conflict). The conflicts are then settled in four stages, each checking its candidates
+against the unconflicted state plus what the *earlier* stages resolved:
 
-Known difference: the reference server's v1 implementation checks each candidate against
-its own auth events overlaid with the previous candidate rather than against R, and orders by
-depth descending. The spec text is followed here (the issue asks for the spec where servers
-differ); room version 1 is known to reset state either way (see the spec's warning).
+1. m.room.power_levels; 2. m.room.join_rules; 3. every m.room.member key; 4. every other key.
+
+Stages 1–3 order a key's candidates by ascending `depth`, then descending sha1(event_id); the
+first is taken unconditionally and each next one replaces it while it passes the
+authorization rules with the one before it in place. Stage 4 takes the event with the
+highest depth, then lowest sha1(event_id), that passes them — and when none does, the last
+one in that order.
+
+Where this differs from the room version 1 page's wording (which checks every candidate
+against one growing resolved state R, so that a member key sees the members resolved before
+it, and leaves a key with no passing candidate out), the reference homeserver's behaviour is
+the network's, and is followed here (docs/interoperability.md, "v1").
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class _V1Resolution:
         events: EventSource,
     ) -> None:
         self.version = version
+        #: the unconflicted state, then each stage's results once the stage is done
         self.resolved = resolved
         self.candidates = candidates
         self.source = events
@@ -90,16 +96,18 @@ class _V1Resolution:
                     )
                 self.loaded[nid] = found[nid]
 
-    def _allowed(self, nid: EventNID) -> bool:
-        """Would the event be allowed by the authorization rules in state R?"""
+    def _allowed(self, nid: EventNID, override: tuple[StateKeyTuple, EventNID] | None) -> bool:
+        """Would the event pass the authorization rules against the state resolved by the
+        earlier stages (with `override` in place, if given)?"""
         event = self.loaded[nid].event
         wanted = auth_types_for_event(event, self.version)
         key_nids = self.source.state_key_nids(wanted)
-        in_state = {
-            string_key: self.resolved[key]
-            for string_key, key in key_nids.items()
-            if key in self.resolved
-        }
+        state = self.resolved
+        in_state: dict[tuple[str, str], EventNID] = {}
+        for string_key, key in key_nids.items():
+            state_nid = override[1] if override and override[0] == key else state.get(key)
+            if state_nid is not None:
+                in_state[string_key] = state_nid
         self._load(in_state.values())
         auth_state: dict[tuple[str, str], Event] = {
             string_key: self.loaded[state_nid].event for string_key, state_nid in in_state.items()
@@ -113,41 +121,39 @@ class _V1Resolution:
     def run(self) -> dict[StateKeyTuple, EventNID]:
         candidates = self.candidates
         self._load(nid for nids in candidates.values() for nid in nids)
-        # Power levels, then join rules, then each member key (in state key NID order, so
-        # that the result does not depend on the order of the state sets).
-        auth_keys = [
-            key
-            for type_nid in (MROOM_POWER_LEVELS_NID, MROOM_JOIN_RULES_NID, MROOM_MEMBER_NID)
-            for key in sorted(candidates)
-            if key[0] == type_nid
-        ]
-        for key in auth_keys:
-            self._resolve_auth_key(key)
-        for key in sorted(candidates):
-            if key[0] not in (MROOM_POWER_LEVELS_NID, MROOM_JOIN_RULES_NID, MROOM_MEMBER_NID):
-                self._resolve_other_key(key)
+        auth_types = (MROOM_POWER_LEVELS_NID, MROOM_JOIN_RULES_NID, MROOM_MEMBER_NID)
+        for type_nid in auth_types:
+            stage = {
+                key: self._resolve_auth_key(key) for key in candidates if key[0] == type_nid
+            }
+            self.resolved.update(stage)
+        stage = {
+            key: self._resolve_other_key(key) for key in candidates if key[0] not in auth_types
+        }
+        self.resolved.update(stage)
         return self.resolved
 
-    def _resolve_auth_key(self, key: StateKeyTuple) -> None:
-        """Ascending depth, then descending sha1(event_id): the first goes into R
-        unconditionally, each next one while it passes the auth rules against R."""
+    def _resolve_auth_key(self, key: StateKeyTuple) -> EventNID:
+        """Ascending depth, then descending sha1(event_id): the first unconditionally, then
+        each next one for as long as it passes with the one before it in place."""
         loaded = self.loaded
         ordered = sorted(self.candidates[key], key=lambda nid: _sha1(loaded[nid]), reverse=True)
         ordered.sort(key=lambda nid: loaded[nid].event.depth)
-        self.resolved[key] = ordered[0]
+        chosen = ordered[0]
         for nid in ordered[1:]:
-            if not self._allowed(nid):
+            if not self._allowed(nid, (key, chosen)):
                 break
-            self.resolved[key] = nid
+            chosen = nid
+        return chosen
 
-    def _resolve_other_key(self, key: StateKeyTuple) -> None:
-        """The highest depth, then lowest sha1(event_id), that passes the auth rules in R."""
+    def _resolve_other_key(self, key: StateKeyTuple) -> EventNID:
+        """The highest depth, then lowest sha1(event_id), that passes; else the last."""
         loaded = self.loaded
         ordered = sorted(
             self.candidates[key],
             key=lambda nid: (-loaded[nid].event.depth, _sha1(loaded[nid])),
         )
         for nid in ordered:
-            if self._allowed(nid):
-                self.resolved[key] = nid
-                return
+            if self._allowed(nid, None):
+                return nid
+        return ordered[-1]

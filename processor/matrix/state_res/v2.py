@@ -139,12 +139,12 @@ class _Resolution:
         power_events = {
             nid for nid in full_conflicted_set if is_power_event(self.loaded[nid].event)
         }
-        # Step 1. The spec (after matrix-spec#1158): "For each such power event P, enlarge X
-        # by adding the events in the auth chain of P which also belong to the full conflicted
-        # set" — the whole auth chain, not only the part reachable through the full conflicted
-        # set, which is where walking the set's own edges (as some servers do) can differ.
-        selected = power_events | index.ancestors_within(power_events, full_conflicted_set)
-        self._iterative_auth_checks(self._reverse_topological_power_order(selected))
+        # Step 1. The power events, and the events of the full conflicted set reachable from
+        # them by auth edges inside that set (the network's reading: see `power_subgraph`),
+        # in reverse topological power order over those same edges.
+        power_subgraph = index.power_subgraph(sorted(power_events), full_conflicted_set)
+        selected = set(power_subgraph)
+        self._iterative_auth_checks(self._reverse_topological_power_order(power_subgraph))
 
         # Step 3. The rest, by mainline ordering on the partially resolved power levels.
         remaining = full_conflicted_set - selected
@@ -241,16 +241,17 @@ class _Resolution:
             auth_state[CREATE_KEY] = self.create_event
         return user_power_level(event.event.sender, auth_state, self.version)
 
-    def _reverse_topological_power_order(self, nids: Collection[EventNID]) -> list[EventNID]:
-        """Kahn's algorithm over the auth DAG restricted to `nids`, taking at each step the
-        smallest ready event by (sender's power level descending, origin_server_ts, event_id).
-        """
-        if not nids:
+    def _reverse_topological_power_order(
+        self, after: Mapping[EventNID, Collection[EventNID]]
+    ) -> list[EventNID]:
+        """Kahn's algorithm over `after` (each event mapped to the events it must follow),
+        taking at each step the smallest ready event by (sender's power level descending,
+        origin_server_ts, event_id)."""
+        if not after:
             return []
         loaded = self.loaded
-        after = self.index.ordering_edges(nids)
         waiting: dict[EventNID, int] = {}
-        unblocks: dict[EventNID, list[EventNID]] = {nid: [] for nid in nids}
+        unblocks: dict[EventNID, list[EventNID]] = {nid: [] for nid in after}
         for nid, before in after.items():
             waiting[nid] = len(before)
             for ancestor in before:
@@ -275,7 +276,7 @@ class _Resolution:
                 waiting[dependent] -= 1
                 if waiting[dependent] == 0:
                     heapq.heappush(ready, sort_key(dependent))
-        if len(order) != len(nids):
+        if len(order) != len(after):
             raise StateResolutionError("the auth events of the full conflicted set form a cycle")
         return order
 
@@ -330,21 +331,32 @@ class _Resolution:
     # -- iterative auth checks ------------------------------------------------------------
 
     def _iterative_auth_checks(self, order: Iterable[EventNID]) -> None:
-        """Apply each event to the partially resolved state if the auth rules allow it,
-        reading each auth key from that state, else from the event's own auth events unless
-        that auth event was rejected ("Rejected auth events are deliberately excluded")."""
+        """Apply each event to the partially resolved state if the auth rules allow it.
+
+        The auth events an event is checked against are its own auth events (those not
+        rejected: "Rejected auth events are deliberately excluded"), each replaced by the
+        partially resolved state's event for that key where it has one.
+
+        An event that was rejected when it was received is never admitted. The spec lets
+        iterative auth checks admit an event that passes against the resolved state however
+        it fared on receipt; the reference homeserver keeps the rejection (it cannot undo
+        one), and the network follows it (docs/interoperability.md, "rejected events").
+        """
         loaded, key_nids, version = self.loaded, self.key_nids, self.version
         overlay, conflicted_keys = self.overlay, self.conflicted_keys
         base: StateMap = self.first if self.use_unconflicted_base else {}
         for nid in order:
             state_event = loaded[nid]
             event_key = state_event.key
-            if event_key is None:
+            if event_key is None or state_event.rejected:
                 continue
-            event = state_event.event
-            wanted = self.auth_types[nid]
             auth_state: dict[tuple[str, str], Event] = {}
-            for string_key in wanted:
+            for auth_nid in state_event.auth_nids:
+                auth_event = loaded[auth_nid]
+                state_tuple = auth_event.event.state_tuple
+                if state_tuple is not None and not auth_event.rejected:
+                    auth_state[state_tuple] = auth_event.event
+            for string_key in self.auth_types[nid]:
                 key = key_nids.get(string_key)
                 if key is None:
                     continue
@@ -354,21 +366,10 @@ class _Resolution:
                     state_nid = base.get(key)
                 if state_nid is not None:
                     auth_state[string_key] = loaded[state_nid].event
-            if len(auth_state) < len(wanted):
-                for auth_nid in state_event.auth_nids:
-                    auth_event = loaded[auth_nid]
-                    state_tuple = auth_event.event.state_tuple
-                    if (
-                        state_tuple is not None
-                        and not auth_event.rejected
-                        and state_tuple not in auth_state
-                        and state_tuple in wanted
-                    ):
-                        auth_state[state_tuple] = auth_event.event
             if self.create_event is not None:
                 auth_state[CREATE_KEY] = self.create_event
             try:
-                check_auth(event, auth_state, version)
+                check_auth(state_event.event, auth_state, version)
             except AuthError:
                 continue
             overlay[event_key] = nid

@@ -4,7 +4,8 @@
   (design.md §4: the state set's own events count);
 - conflicted state subgraph (MSC4297): every event on an auth path between two conflicted
   events, endpoints included;
-- the events of a set in the auth chain of others; the topological constraints within a set.
+- step 1 of v2's subgraph: direct auth edges inside the full conflicted set (the network's
+  reading, docs/interoperability.md).
 """
 
 from __future__ import annotations
@@ -107,29 +108,39 @@ def test_conflicted_subgraph_matches_the_definition(dag: Dag, data: st.DataObjec
 
 @settings(max_examples=200, deadline=None)
 @given(dags(), st.data())
-def test_ancestors_within_and_ordering_edges(dag: Dag, data: st.DataObject) -> None:
+def test_power_subgraph_follows_direct_edges_inside_the_set(
+    dag: Dag, data: st.DataObject
+) -> None:
+    """Step 1 of v2 as the network runs it: from the roots, walk only auth edges whose
+    target is in `members`; each reached event keeps its direct auth events in `members`."""
     n = len(dag.auth)
     members = data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=8))
     roots = data.draw(st.sets(st.sampled_from(sorted(members)), max_size=3))
-    expected = {m for m in members if any(m in dag.ancestors(r) for r in roots)}
-    got = dag.index.ancestors_within({dag.nid(r) for r in roots}, {dag.nid(m) for m in members})
-    assert got == {dag.nid(m) for m in expected}
+    expected: dict[int, set[int]] = {}
+    frontier = sorted(roots)
+    while frontier:
+        node = frontier.pop()
+        if node in expected:
+            continue
+        expected[node] = {a for a in dag.auth[node] if a in members}
+        frontier.extend(expected[node])
+    got = dag.index.power_subgraph({dag.nid(r) for r in roots}, {dag.nid(m) for m in members})
+    assert got == {
+        dag.nid(node): {dag.nid(a) for a in inside} for node, inside in expected.items()
+    }
 
-    # The ordering edges within `members`, closed transitively, are exactly "is an auth
-    # ancestor of" restricted to `members`.
-    edges = dag.index.ordering_edges({dag.nid(m) for m in members})
-    closure: dict[EventNID, set[EventNID]] = {}
 
-    def before(nid: EventNID) -> set[EventNID]:
-        if nid not in closure:
-            out: set[EventNID] = set()
-            for parent in edges[nid]:
-                out |= {parent} | before(parent)
-            closure[nid] = out
-        return closure[nid]
-
-    for m in members:
-        assert before(dag.nid(m)) == {dag.nid(a) for a in dag.ancestors(m) & members}
+def test_power_subgraph_does_not_cross_events_outside_the_set() -> None:
+    """A power event whose auth chain reaches a member of the set only through an event
+    outside it: the spec's wording would select that member, the network does not."""
+    index = AuthChainIndex()
+    key = (EventTypeNID(2), StateKeyNID(1))
+    index.add(EventNID(1), key, [])  # in the set, reached only through 2
+    index.add(EventNID(2), key, [EventNID(1)])  # outside the set
+    index.add(EventNID(3), key, [EventNID(2)])  # the power event
+    assert index.power_subgraph({EventNID(3)}, {EventNID(1), EventNID(3)}) == {
+        EventNID(3): set()
+    }
 
 
 def test_power_levels_parent_and_auth_chain() -> None:
