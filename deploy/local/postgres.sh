@@ -23,6 +23,17 @@
 #   ROOMSERVER_PG_DIR      data directory and log     (default /tmp/roomserver-pg-PORT)
 #   ROOMSERVER_PG_BIN      directory holding initdb, pg_ctl, postgres
 #   ROOMSERVER_PG_OS_USER  OS user the server runs as when started by root
+#   ROOMSERVER_PG_TLS      1: secured mode (default 0)
+#
+# Secured mode (ROOMSERVER_PG_TLS=1): ssl=on with a server certificate for 127.0.0.1 signed
+# by a test CA (tls.sh, in ROOMSERVER_TLS_DIR, default RUN_DIR/tls; share it with kafka.sh for
+# one CA), and TCP connections only over TLS with scram-sha-256 passwords (pg_hba: hostssl
+# scram-sha-256, everything else on TCP rejected; the Unix socket in RUN_DIR stays trust, for
+# this script). The superuser `postgres` gets the password ROOMSERVER_PG_PASSWORD (default:
+# random), and the printed DATABASE_URL carries it and
+# sslmode=verify-full&sslrootcert=CA (test credentials: printed on purpose).
+#   ROOMSERVER_PG_PASSWORD the superuser's password   (default: random)
+#   ROOMSERVER_TLS_DIR     CA and certificates        (default RUN_DIR/tls)
 set -euo pipefail
 
 PG_MAJOR=15
@@ -30,7 +41,11 @@ PORT="${ROOMSERVER_PG_PORT:-55432}"
 RUN_DIR="${ROOMSERVER_PG_DIR:-${TMPDIR:-/tmp}/roomserver-pg-$PORT}"
 DATA_DIR="$RUN_DIR/data"
 LOG_FILE="$RUN_DIR/postgres.log"
-DATABASE_URL="postgresql://postgres@127.0.0.1:$PORT/postgres"
+TLS="${ROOMSERVER_PG_TLS:-0}"
+TLS_DIR="${ROOMSERVER_TLS_DIR:-$RUN_DIR/tls}"
+# The URL clients use: in secured mode written by `start` (it holds the password; mode 600).
+URL_FILE="$RUN_DIR/database_url"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 say() { echo "postgres.sh: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -103,6 +118,48 @@ is_running() {
         as_server_user "$BIN/pg_ctl" status -D "$DATA_DIR" >/dev/null 2>&1
 }
 
+database_url() {
+    if [[ -f "$URL_FILE" ]]; then
+        cat "$URL_FILE"
+    else
+        echo "postgresql://postgres@127.0.0.1:$PORT/postgres"
+    fi
+}
+
+# Secured mode, after initdb: the certificate and key in the data directory (the server
+# reads them as its own user, and refuses a key others can read), ssl=on, and pg_hba.conf
+# that takes TCP connections only over TLS, with a SCRAM password.
+secure_cluster() {
+    local password="$1"
+    bash "$HERE/tls.sh" "$TLS_DIR" postgres
+    cp "$TLS_DIR/postgres.pem" "$DATA_DIR/server.crt"
+    cp "$TLS_DIR/postgres.key" "$DATA_DIR/server.key"
+    chmod 600 "$DATA_DIR/server.key"
+    if [[ -n "$OS_USER" ]]; then
+        chown "$OS_USER" "$DATA_DIR/server.crt" "$DATA_DIR/server.key"
+    fi
+    cat >>"$DATA_DIR/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+password_encryption = 'scram-sha-256'
+EOF
+    cat >"$DATA_DIR/pg_hba.conf" <<EOF
+# Written by deploy/local/postgres.sh (secured mode).
+# The Unix socket lives in $RUN_DIR: only this script's user reaches it.
+local     all  all                  trust
+hostssl   all  all  127.0.0.1/32    scram-sha-256
+host      all  all  0.0.0.0/0       reject
+host      all  all  ::/0            reject
+EOF
+    local query="sslmode=verify-full&sslrootcert=$TLS_DIR/ca.pem"
+    (
+        umask 077
+        echo "postgresql://postgres:$password@127.0.0.1:$PORT/postgres?$query" >"$URL_FILE"
+    )
+}
+
 port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
@@ -112,7 +169,7 @@ start() {
     ensure_os_user
     if is_running; then
         say "already running on 127.0.0.1:$PORT (data $DATA_DIR, log $LOG_FILE)"
-        echo "DATABASE_URL=$DATABASE_URL"
+        echo "DATABASE_URL=$(database_url)"
         return 0
     fi
     if port_open "$PORT"; then
@@ -127,12 +184,23 @@ start() {
             die "user $OS_USER cannot write to $RUN_DIR (is a parent directory private" \
                 "to root?); choose another ROOMSERVER_PG_DIR"
     fi
+    local auth=(--auth=trust) password=""
+    if [[ "$TLS" == 1 ]]; then
+        command -v openssl >/dev/null 2>&1 || die "openssl not found (it makes the test certificates)"
+        password="${ROOMSERVER_PG_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"
+        (umask 077 && echo "$password" >"$RUN_DIR/pwfile")
+        if [[ -n "$OS_USER" ]]; then
+            chown "$OS_USER" "$RUN_DIR/pwfile"
+        fi
+        auth=(--auth-local=trust --auth-host=scram-sha-256 --pwfile="$RUN_DIR/pwfile")
+    fi
     # C collation: byte order, the same everywhere, and what Matrix IDs compare by.
-    if ! as_server_user "$BIN/initdb" --pgdata="$DATA_DIR" --username=postgres --auth=trust \
+    if ! as_server_user "$BIN/initdb" --pgdata="$DATA_DIR" --username=postgres "${auth[@]}" \
         --encoding=UTF8 --no-locale --no-sync >"$RUN_DIR/initdb.log" 2>&1; then
         cat "$RUN_DIR/initdb.log" >&2
         die "initdb into $DATA_DIR failed"
     fi
+    rm -f "$RUN_DIR/pwfile"
     cat >>"$DATA_DIR/postgresql.conf" <<EOF
 
 # Added by deploy/local/postgres.sh: a throwaway cluster for tests and development.
@@ -147,7 +215,10 @@ full_page_writes = off
 log_min_messages = warning
 log_min_error_statement = error
 EOF
-    say "starting PostgreSQL $PG_MAJOR on 127.0.0.1:$PORT (data $DATA_DIR, log $LOG_FILE)"
+    if [[ "$TLS" == 1 ]]; then
+        secure_cluster "$password"
+    fi
+    say "starting PostgreSQL $PG_MAJOR on 127.0.0.1:$PORT$([[ "$TLS" == 1 ]] && echo " (TLS, scram-sha-256)") (data $DATA_DIR, log $LOG_FILE)"
     # setsid: the postmaster does not share the caller's process group, so a Ctrl-C aimed
     # at a test run does not take the database down under it; it is stopped with `stop`.
     local as_user=()
@@ -161,7 +232,7 @@ EOF
         die "PostgreSQL did not start on 127.0.0.1:$PORT"
     fi
     say "ready"
-    echo "DATABASE_URL=$DATABASE_URL"
+    echo "DATABASE_URL=$(database_url)"
 }
 
 stop() {
@@ -191,7 +262,7 @@ case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
-env) echo "export DATABASE_URL=$DATABASE_URL" ;;
+env) echo "export DATABASE_URL='$(database_url)'" ;;
 install)
     ensure_server_bins
     say "PostgreSQL $PG_MAJOR server binaries in $BIN"
