@@ -127,9 +127,9 @@ async def test_healthcheck_follows_the_health_endpoint() -> None:
     port = free_port()
     server = await serve_metrics(port, Metrics(), health.report)
     try:
-        assert await run_healthcheck(str(port)) == (
-            0, '/health 200: {"status": "ok", "lag": 0, "seconds_since_progress": 0.0}\n'
-        )
+        code, output = await run_healthcheck(str(port))
+        assert code == 0 and output.startswith("/health 200: ")
+        assert json.loads(output.partition(": ")[2])["status"] == "ok"
         health.set_lag(7)
         clock.now += 6  # input waiting and no progress for longer than stall_seconds
         code, output = await run_healthcheck(str(port))
