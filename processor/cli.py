@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"roomserver {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="what to do (COMMAND --help: its options)"
+    )
 
     def kafka_command(
         name: str,
@@ -130,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
             "fixed (e.g. the missing prev events have arrived since)."
         ),
     )
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    dlq_sub = dlq.add_subparsers(
+        dest="dlq_command", metavar="ACTION", required=True,
+        help="list, show or replay (ACTION --help: its options)",
+    )
     reasons = ", ".join(r.value for r in DeadLetterReason)
     dlq_list = kafka_command(
         "list", "one line per dead letter: ID, reason, source topic[partition]@offset, "
@@ -169,13 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--output", help="write output events as JSON lines to this file")
     ingest.add_argument("--server-name", default="", help="this homeserver (local invites)")
-    ingest.add_argument("--batch-size", type=int, default=1000)
+    ingest.add_argument(
+        "--batch-size", type=int, default=1000,
+        help="input lines per database transaction (default 1000)",
+    )
 
     state = sub.add_parser("state", help="print a room's state as JSON")
     state.add_argument("--database", default="roomserver.db", help="SQLite file or URL")
     state.add_argument("--room", required=True, help="room ID")
     state.add_argument("--at", help="event ID: the state after it (or before, --before)")
-    state.add_argument("--before", action="store_true")
+    state.add_argument(
+        "--before", action="store_true", help="with --at: the state before the event"
+    )
     state.add_argument(
         "--all-events", action="store_true", help="one line per event of the room"
     )
