@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import stat
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO
 
 from processor import __version__
@@ -170,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("file", help="JSON-lines InputRoomEvents, or - for standard input")
     ingest.add_argument(
-        "--database", default="roomserver.db", help="SQLite file or PostgreSQL URL"
+        "--database",
+        default="roomserver.db",
+        help="postgresql://USER@HOST[:PORT]/DBNAME, sqlite:PATH or an SQLite file path "
+        "(created if missing; default roomserver.db)",
     )
     ingest.add_argument("--output", help="write output events as JSON lines to this file")
     ingest.add_argument("--server-name", default="", help="this homeserver (local invites)")
@@ -180,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     state = sub.add_parser("state", help="print a room's state as JSON")
-    state.add_argument("--database", default="roomserver.db", help="SQLite file or URL")
+    state.add_argument(
+        "--database",
+        default="roomserver.db",
+        help="as for ingest; opened read-only (an SQLite file must exist)",
+    )
     state.add_argument("--room", required=True, help="room ID")
     state.add_argument("--at", help="event ID: the state after it (or before, --before)")
     state.add_argument(
@@ -224,6 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, like a command
+        # killed by SIGPIPE (status 128 + 13). Standard output is pointed at /dev/null so
+        # that flushing it at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -309,19 +323,51 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _utf8_argument(flag: str, value: str) -> str:
+    """`value` as given, if it is UTF-8 (argv undecodable as UTF-8 reaches Python as lone
+    surrogates, which no database driver can encode)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{flag} {value!r} is not valid UTF-8") from None
+    return value
+
+
+def _open_file(path: str, mode: str, what: str) -> IO[bytes]:
+    """`path` opened in binary `mode`, or one line saying why it cannot be."""
+    try:
+        return open(path, mode)
+    except OSError as e:
+        raise RoomserverError(f"cannot open {what} {path}: {e.strerror or e}") from None
+
+
+def _count_lines(stream: IO[bytes]) -> int | None:
+    """The number of lines of a regular file, for the progress bar, read from the start
+    and rewound; None for a pipe or terminal (`-`, `/dev/stdin`, `<(...)`), which can be
+    read only once."""
+    try:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            return None
+        total = sum(1 for _ in stream)
+        stream.seek(0)
+    except (OSError, ValueError):
+        return None
+    return total
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from processor.ingest import ingest, read_lines
-    from processor.storage import open_store
+    from processor.storage import open_database
 
-    store = open_store(args.database)
-    try:
-        total = None
-        if args.file != "-":
-            with open(args.file, "rb") as f:
-                total = sum(1 for _ in f)
-        output = open(args.output, "wb") if args.output else None  # noqa: SIM115
+    database = _utf8_argument("--database", args.database)
+    # The input and output first: a wrong path must not leave a new database behind.
+    stream = sys.stdin.buffer if args.file == "-" else _open_file(args.file, "rb", "input")
+    with stream:
+        total = _count_lines(stream)
+        output = _open_file(args.output, "wb", "output file") if args.output else None
         try:
-            with _open_input(args.file) as stream:
+            store = open_database(database, read_only=False)
+            try:
                 summary = ingest(
                     store,
                     read_lines(stream),
@@ -331,11 +377,11 @@ def _ingest(args: argparse.Namespace) -> int:
                     progress=True,
                     total=total,
                 )
+            finally:
+                store.close()
         finally:
             if output is not None:
                 output.close()
-    finally:
-        store.close()
     for line in summary.dead_letters:
         print(f"bad input: {line}", file=sys.stderr)
     print("\n".join(summary.lines()))
@@ -344,14 +390,14 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _state(args: argparse.Namespace) -> int:
     from processor.room_state import print_room_state
-    from processor.storage import open_store
+    from processor.storage import open_database
 
-    if not args.database.startswith("postgres") and not Path(args.database).exists():
-        raise ConfigError(f"database {args.database} does not exist")
-    store = open_store(args.database)
+    room = _utf8_argument("--room", args.room)
+    at = None if args.at is None else _utf8_argument("--at", args.at)
+    store = open_database(_utf8_argument("--database", args.database), read_only=True)
     try:
         for line in print_room_state(
-            store, args.room, at=args.at, before=args.before, all_events=args.all_events
+            store, room, at=at, before=args.before, all_events=args.all_events
         ):
             sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
     finally:

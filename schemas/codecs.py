@@ -1,8 +1,10 @@
 """Decoders and encoders for the wire messages, built once at module level.
 
 Decoding untrusted bytes raises only `SchemaError`, whose message names the field, in
-msgspec's words: "Expected `str`, got `int` - at `$.kind`". Encoding a message built in code
-cannot fail on a well-typed Struct.
+msgspec's words: "Expected `str`, got `int` - at `$.kind`". That includes bytes that are not
+UTF-8 and JSON nested deeper than `schemas.untrusted.MAX_JSON_DEPTH`, checked before msgspec
+sees them (it would skip the first and recurse into the second). Encoding a message built in
+code cannot fail on a well-typed Struct.
 
 =====================  =====================================  ============================
 message                decode                                 encode
@@ -15,12 +17,15 @@ dead-letter record     `decode_dead_letter`                   `encode_dead_lette
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from schemas.dead_letter import DeadLetter
 from schemas.errors import SchemaError
 from schemas.input import InputRoomEvent
 from schemas.output import OutputEvent
+from schemas.untrusted import check_json_bytes
 
 __all__ = [
     "decode_dead_letter",
@@ -45,12 +50,29 @@ def _schema_error(e: msgspec.MsgspecError, what: str) -> SchemaError:
     return SchemaError(f"{what} is not valid JSON: {text}", field="$")
 
 
-def decode_input(data: bytes) -> InputRoomEvent:
-    """An `InputRoomEvent` from the input topic's message value."""
+def _decode(decoder: msgspec.json.Decoder[Any], data: bytes, what: str) -> Any:
+    check_json_bytes(data, what)
     try:
-        return _input_decoder.decode(data)
+        return decoder.decode(data)
     except msgspec.MsgspecError as e:
-        raise _schema_error(e, "input") from None
+        raise _schema_error(e, what) from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        # Not reached after check_json_bytes; kept so that no input can ever raise these.
+        raise SchemaError(f"{what} cannot be decoded: {e}", field="$") from None
+
+
+def decode_input(data: bytes) -> InputRoomEvent:
+    """An `InputRoomEvent` from the input topic's message value. Its `event` stays raw, but
+    is known to be UTF-8 and nested within the limit (the whole message was checked)."""
+    item: InputRoomEvent = _decode(_input_decoder, data, "input")
+    if item.state_event_ids and b"\\u0000" in data:
+        for index, event_id in enumerate(item.state_event_ids):
+            if "\x00" in event_id:
+                raise SchemaError(
+                    "Expected an event ID without U+0000",
+                    field=f"$.state_event_ids[{index}]",
+                )
+    return item
 
 
 def encode_input(item: InputRoomEvent) -> bytes:
@@ -59,10 +81,8 @@ def encode_input(item: InputRoomEvent) -> bytes:
 
 def decode_output(data: bytes) -> OutputEvent:
     """One output event (any member of the union, chosen by its ``type``)."""
-    try:
-        return _output_decoder.decode(data)
-    except msgspec.MsgspecError as e:
-        raise _schema_error(e, "output") from None
+    output: OutputEvent = _decode(_output_decoder, data, "output")
+    return output
 
 
 def encode_output(message: OutputEvent) -> bytes:
@@ -70,10 +90,8 @@ def encode_output(message: OutputEvent) -> bytes:
 
 
 def decode_dead_letter(data: bytes) -> DeadLetter:
-    try:
-        return _dead_letter_decoder.decode(data)
-    except msgspec.MsgspecError as e:
-        raise _schema_error(e, "dead-letter record") from None
+    record: DeadLetter = _decode(_dead_letter_decoder, data, "dead-letter record")
+    return record
 
 
 def encode_dead_letter(record: DeadLetter) -> bytes:

@@ -12,7 +12,9 @@ signatures before producing the input, and `processor.matrix.hashing.check_conte
 available to the caller that decides what to do with a mismatch.
 
 It raises only `InvalidEvent`, whose message names the field and the problem in msgspec's
-style ("Expected `str`, got `int` - at `$.room_id`").
+style ("Expected `str`, got `int` - at `$.room_id`"), whatever the bytes: not UTF-8 and
+nested too deep (`schemas.untrusted`) included. Identifiers must not contain U+0000: they
+are SQL text.
 
 Speed matters (the target is 100k events/s on one core), so each piece of work is done once:
 
@@ -57,7 +59,7 @@ from processor.matrix.room_versions import (
     RedactionAlgorithm,
     RoomVersion,
 )
-from schemas.errors import EventTooLarge, InvalidEvent
+from schemas.errors import EventTooLarge, InvalidEvent, SchemaError
 from schemas.pdu import (
     MAX_ID_BYTES,
     MAX_PDU_BYTES,
@@ -66,6 +68,7 @@ from schemas.pdu import (
     PduV11,
     PduV12,
 )
+from schemas.untrusted import check_json_bytes
 
 __all__ = ["decode_pdu"]
 
@@ -305,6 +308,30 @@ def decode_pdu(
     `root` prefixes the JSON paths in error messages (e.g. ``"$.event"`` when the PDU is
     nested in an input message). Raises only `InvalidEvent`.
     """
+    try:
+        data, event = _decode_any(raw, version, root)
+    except (UnicodeDecodeError, RecursionError):
+        # msgspec skips unknown keys without checking their UTF-8, and nesting is bounded
+        # only by the recursion limit: name the field (an input's bytes were checked whole
+        # by `decode_input`, so this is for bytes from anywhere else).
+        if isinstance(raw, bytes | bytearray | memoryview | msgspec.Raw):
+            try:
+                check_json_bytes(bytes(raw), "PDU", root)
+            except SchemaError as e:
+                raise InvalidEvent(str(e).rpartition(" - at `")[0], field=e.field) from None
+        raise InvalidEvent(
+            "PDU cannot be decoded: not UTF-8, or nested too deep", field=root
+        ) from None
+    if b"\\u0000" in data:
+        _check_no_nul(event, root)
+    return event
+
+
+def _decode_any(
+    raw: bytes | bytearray | memoryview | msgspec.Raw | Mapping[str, Any],
+    version: RoomVersion,
+    root: str,
+) -> tuple[bytes, Event]:
     strict = version.strict_canonical_json
     if type(raw) is bytes:
         data = raw
@@ -328,7 +355,25 @@ def decode_pdu(
         raise _invalid(
             f"Expected JSON bytes or a JSON object, got `{type(raw).__name__}`", "$", root
         )
-    return _decode_bytes(data, version, strict, root)
+    return data, _decode_bytes(data, version, strict, root)
+
+
+def _check_no_nul(event: Event, root: str) -> None:
+    """Identifiers are stored and looked up as SQL text, which cannot hold U+0000
+    (PostgreSQL refuses it): an event whose IDs, type or state key contain it is invalid."""
+    named: list[tuple[str, str | None]] = [
+        ("$.room_id", event.room_id),
+        ("$.sender", event.sender),
+        ("$.type", event.type),
+        ("$.state_key", event.state_key),
+        ("$.event_id", event.event_id),
+        ("$.redacts" if "redacts" in event.pdu else "$.content.redacts", event.redacts),
+    ]
+    named += [(f"$.prev_events[{i}]", e) for i, e in enumerate(event.prev_event_ids)]
+    named += [(f"$.auth_events[{i}]", e) for i, e in enumerate(event.auth_event_ids)]
+    for field, value in named:
+        if value is not None and "\x00" in value:
+            raise _invalid("Expected a string without U+0000", field, root)
 
 
 def _envelope_error(

@@ -125,6 +125,8 @@ class RoomCache:
 
     def __init__(self, *, events: int = 200_000, states: int = 256) -> None:
         self._rooms: dict[str, RoomState] = {}
+        #: Versions of rooms other than the one being handled, by NID (see `_version_of`).
+        self._room_versions: dict[RoomNID, RoomVersion] = {}
         self._events: LRU[EventNID, LoadedEvent] = LRU(events)
         self._ids: LRU[str, EventNID] = LRU(events)
         self._states: LRU[StateSnapshotNID, StateAt] = LRU(states)
@@ -141,6 +143,7 @@ class RoomCache:
     def clear(self) -> None:
         """Forget everything (after a rolled-back batch)."""
         self._rooms.clear()
+        self._room_versions.clear()
         self._events.clear()
         self._ids.clear()
         self._states.clear()
@@ -199,7 +202,20 @@ class RoomCache:
 
     # ------------------------------------------------------------ events
 
-    def _loaded(self, record: EventRecord, version: RoomVersion) -> LoadedEvent:
+    def _version_of(self, batch: Batch, room: RoomState, record: EventRecord) -> RoomVersion:
+        """The version of the room `record` is in: usually `room`, but an input may cite an
+        event of another room (caught by the caller), whose PDU has that room's format."""
+        if record.room_nid == room.record.room_nid:
+            return room.version
+        version = self._room_versions.get(RoomNID(record.room_nid))
+        if version is None:
+            other = batch.select_room_by_nid(RoomNID(record.room_nid))
+            version = room_version(other.room_version)
+            self._room_versions[RoomNID(record.room_nid)] = version
+        return version
+
+    def _loaded(self, batch: Batch, room: RoomState, record: EventRecord) -> LoadedEvent:
+        version = self._version_of(batch, room, record)
         try:
             event = decode_pdu(record.json, version)
         except InvalidEvent as e:
@@ -296,12 +312,12 @@ class RoomCache:
             for event_id in missing:
                 record = self._batch_records.get(event_id)
                 if record is not None:
-                    found[event_id] = self._loaded(record, room.version)
+                    found[event_id] = self._loaded(batch, room, record)
                 elif event_id not in self._absent:
                     query.append(event_id)
             if query:
                 for event_id, record in batch.select_events_by_id(query).items():
-                    found[event_id] = self._loaded(record, room.version)
+                    found[event_id] = self._loaded(batch, room, record)
         return found
 
     def load(
@@ -321,7 +337,7 @@ class RoomCache:
                 record = records.get(nid)
                 if record is None:
                     raise CorruptState(f"event NID {nid} is referenced but not stored")
-                found[nid] = self._loaded(record, room.version)
+                found[nid] = self._loaded(batch, room, record)
         return found
 
     def forget(self, nid: EventNID, event_id: str) -> None:

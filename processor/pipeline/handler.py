@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -276,6 +276,8 @@ class InputHandler:
         event, version = decoded.event, decoded.version
         room = self._cache.room(batch, event.room_id)
         if room is None:
+            if event.type != "m.room.create" or event.state_key != "":
+                self._unknown_room(batch, decoded)
             return self._create_room(batch, event, decoded.item, version)
         if room.version is not version:
             raise _DeadLetterError(
@@ -505,6 +507,12 @@ class InputHandler:
             raise _DeadLetterError(
                 DeadLetterReason.INVALID_EVENT, "Expected `str` - at `$.event.room_id`"
             )
+        if "\x00" in peek.room_id:
+            # Looked up as SQL text, which cannot hold it (see `decode_pdu`).
+            raise _DeadLetterError(
+                DeadLetterReason.INVALID_EVENT,
+                "Expected a string without U+0000 - at `$.event.room_id`",
+            )
         room = self._cache.room(batch, peek.room_id)
         if room is not None:
             return room.version
@@ -521,17 +529,53 @@ class InputHandler:
         except InvalidEvent as e:
             raise _DeadLetterError(DeadLetterReason.UNKNOWN_ROOM_VERSION, str(e)) from e
 
-    def _create_room(
-        self, batch: Batch, event: Event, item: InputRoomEvent, version: RoomVersion
-    ) -> RoomState:
-        is_create = event.type == "m.room.create" and event.state_key == ""
-        if not is_create and item.kind == "new" and not item.has_state:
-            # A new event in a room we know nothing of cannot be placed: we have neither its
-            # state nor its create event.
+    def _unknown_room(self, batch: Batch, decoded: Decoded) -> NoReturn:
+        """An event other than a create event, in a room not established: dead-lettered.
+        Only the room's create event establishes it (and its version, from its content):
+        any other event of the room cites that create event among its auth events (v12:
+        implies it by the room ID), so it could not be checked anyway — and registering the
+        room from it, with the version its input claims, would make that claim the room's
+        version for good (a v11 claim on a v1 room dead-letters every real event)."""
+        event, item = decoded.event, decoded.item
+        if item.kind == "new" and not item.has_state:
             raise _DeadLetterError(
                 DeadLetterReason.UNKNOWN_ROOM,
                 f"room {event.room_id} is not known: send its create event first, "
                 "or the event with has_state and its state",
+            )
+        wanted = list(event.auth_event_ids)
+        if decoded.version.create_event_implicit_in_auth_events:
+            wanted.append("$" + event.room_id[1:])
+        missing = [i for i in wanted if self._cache.event_nid(batch, i) is None]
+        if missing:
+            raise _DeadLetterError(
+                DeadLetterReason.MISSING_AUTH_EVENTS,
+                f"auth events not stored: {', '.join(missing)} (room {event.room_id} is not "
+                "known: its create event comes first)",
+            )
+        raise _DeadLetterError(
+            DeadLetterReason.UNKNOWN_ROOM,
+            f"room {event.room_id} is not known: send its create event first",
+        )
+
+    def _create_room(
+        self, batch: Batch, event: Event, item: InputRoomEvent, version: RoomVersion
+    ) -> RoomState:
+        """Establish a room from its create event. The event is checked first (it needs
+        nothing stored): a create event that would be rejected, or dead-lettered after the
+        room was registered, must not establish the room, or a forged one with another
+        version would lock the real one out."""
+        if event.auth_event_ids:
+            rejected: str | None = "m.room.create: a create event has no auth_events"
+        else:
+            rejected = decision.check_against_auth_events(event, [], [], version)
+        if rejected is None and item.has_state and item.state_event_ids:
+            rejected = "a create event has no state before it (state_event_ids)"
+        if rejected is not None:
+            raise _DeadLetterError(
+                DeadLetterReason.INVALID_EVENT,
+                f"create event {event.event_id} does not establish room {event.room_id}: "
+                f"{rejected}",
             )
         record = batch.insert_room(event.room_id, version.id)
         return self._cache.add_room(record, version)
@@ -716,6 +760,9 @@ class InputHandler:
         snapshot = StateSnapshotNID(0)
         if state_before is not None:
             snapshot = self._cache.snapshot_for(batch, room, state_before)
+        if rejected is not None and "\x00" in rejected:
+            # A reason may quote the event's content; it is SQL text, which cannot hold NUL.
+            rejected = rejected.replace("\x00", "\\u0000")
         return self._cache.insert_event(
             batch,
             room,

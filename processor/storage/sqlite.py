@@ -130,15 +130,26 @@ SQLITE_CHECKPOINT_PAGES = 20_000
 class SqliteStore:
     """A `Store` in one SQLite file (or ":memory:"); safe to share between threads."""
 
-    def __init__(self, path: str | Path, *, caches: StoreCaches | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, caches: StoreCaches | None = None, read_only: bool = False
+    ) -> None:
+        """`read_only`: for commands that only read (`state`): nothing is written, not even
+        the journal mode, which would turn an empty or foreign file into a database (the
+        caller checks that the file exists: connecting creates a missing one)."""
         self.caches = caches or StoreCaches()
         self.path = str(path)
         self._lock = threading.Lock()
+        self._begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         try:
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=60.0
             )
-            if self.path != ":memory:":
+            if read_only:
+                # Refuses every write through this connection. (Not `mode=ro`: a read-only
+                # connection to a WAL database leaves -wal and -shm files behind, which a
+                # read-write one removes when it closes; opening never writes by itself.)
+                self._conn.execute("PRAGMA query_only=1")
+            elif self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             # The default page cache is 2 MB: the event indexes outgrow it within minutes of
@@ -157,7 +168,7 @@ class SqliteStore:
         conn = self._conn
         with self._lock:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(self._begin)
             except sqlite3.Error as e:
                 raise StorageError(f"SQLite {self.path}: cannot begin: {e}") from e
             try:
@@ -223,6 +234,18 @@ class SqliteStore:
             batch.publish()
         except sqlite3.Error as e:
             raise StorageError(f"SQLite {self.path}: {e}") from e
+
+    def is_migrated(self) -> bool:
+        """Whether the file holds the roomserver's tables (`migrate` has run on it)."""
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT 1 FROM sqlite_master"
+                    " WHERE type = 'table' AND name = 'schema_migrations'"
+                ).fetchone()
+        except sqlite3.Error as e:
+            raise StorageError(f"SQLite {self.path}: {e}") from e
+        return row is not None
 
     def close(self) -> None:
         with self._lock:
