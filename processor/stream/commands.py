@@ -43,7 +43,7 @@ from processor.stream.connect import CONNECT_TIMEOUT_SECONDS, start_client
 from processor.stream.dead_letters import StoredDeadLetter, original, replay_header
 from processor.stream.kafka_settings import kafka_client_options
 from processor.stream.service import RoomserverService
-from processor.stream.topics import TopicLayout, ensure_topics
+from processor.stream.topics import TopicLayout, ensure_topics, topic_partitions
 
 
 class _RoomKey(msgspec.Struct):
@@ -229,17 +229,7 @@ async def replay(settings: Settings, letters: list[StoredDeadLetter]) -> int:
 
 async def require_topic(settings: Settings, topic: str, setting: str) -> None:
     """`TopicNotFound` unless `topic` exists."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
-    try:
-        await start_client(admin, settings)
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code", 0) != 0 or not described.get("partitions"):
-        raise TopicNotFound(
-            f"topic {topic} does not exist ({setting}; `roomserver run` creates the "
-            "roomserver's topics)"
-        )
+    await topic_partitions(settings, topic, setting)
 
 
 async def tail(

@@ -22,9 +22,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processor.config import Settings
-from processor.errors import ConfigError, TopicNotFound
+from processor.errors import ConfigError
 from processor.stream.connect import start_client
 from processor.stream.kafka_settings import kafka_client_options
+from processor.stream.topics import topic_partitions
 from schemas.codecs import decode_dead_letter
 from schemas.dead_letter import DeadLetter, DeadLetterReason
 from schemas.errors import SchemaError
@@ -115,15 +116,9 @@ async def read_dead_letters(
     )
     found: list[StoredDeadLetter] = []
     try:
+        partitions = await topic_partitions(settings, topic, "ROOMSERVER_DEAD_LETTER_TOPIC")
         await start_client(consumer, settings)
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions and topic not in await consumer.topics():
-            raise TopicNotFound(
-                f"dead-letter topic {topic} does not exist (ROOMSERVER_DEAD_LETTER_TOPIC; "
-                "`roomserver run` creates it)"
-            )
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         if wanted is not None:
             tps = [tp for tp in tps if any(p == tp.partition for p, _ in wanted)]
         consumer.assign(tps)

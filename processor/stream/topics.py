@@ -17,7 +17,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from processor.config import Settings
-from processor.errors import ConfigError
+from processor.errors import ConfigError, TopicNotFound
+from processor.stream.connect import start_client
+from processor.stream.kafka_settings import kafka_client_options
 
 #: Kafka's broker default for message.max.bytes, used when a topic does not override it.
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
@@ -120,3 +122,20 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
     return TopicLayout(
         partitions=existing[settings.input_topic], output_max_message_bytes=max_bytes
     )
+
+
+async def topic_partitions(settings: Settings, topic: str, setting: str) -> list[int]:
+    """The partition numbers of `topic`; `TopicNotFound` (naming the `setting` that names
+    it) when it does not exist."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    try:
+        await start_client(admin, settings)
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code", 0) != 0 or not described.get("partitions"):
+        raise TopicNotFound(
+            f"topic {topic} does not exist ({setting}; `roomserver run` creates the "
+            "roomserver's topics)"
+        )
+    return sorted(p["partition"] for p in described["partitions"])
