@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from processor.generate.cli import add_generate_command, run_generate
 from processor.generate.keys import ServerKey
-from processor.generate.rooms import GeneratedEvent, Outcome
+from processor.generate.model import GeneratedEvent, Outcome
 from processor.generate.traffic import (
     GeneratedTraffic,
     generate,

@@ -14,7 +14,8 @@ from typing import IO, Any
 import msgspec
 
 from processor.generate.keys import ServerKey, make_servers
-from processor.generate.rooms import Clock, GeneratedEvent, Outcome, RoomSimulation
+from processor.generate.model import Clock, GeneratedEvent, Outcome
+from processor.generate.rooms import RoomSimulation
 from processor.matrix.room_versions import KNOWN_ROOM_VERSIONS
 from processor.matrix.room_versions import room_version as lookup_room_version
 

@@ -1,20 +1,28 @@
 """One server's view of a generated room: its state and the events it would build on.
 
 The simulation keeps one `RoomView` for the room's current state and, while the room is
-forked, one copy per branch. Memberships are indexed by membership and server so that picking
-a random joined user of a given server is O(1) even in rooms with thousands of members.
+forked, one per branch. Memberships are indexed by membership and server so that picking a
+random joined user of a given server is O(1) even in rooms with thousands of members. Each
+view also keeps its state as numeric IDs (`nids`), the form `processor.matrix.state_res`
+resolves, and a `token` that changes whenever its state does (a cache key).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from processor.core.nids import EventNID, StateKeyTuple
 
 __all__ = ["IndexedSet", "RoomView", "StateEntry", "server_of"]
 
 StateKey = tuple[str, str]
+
+#: View tokens: a fresh number whenever a view's state changes.
+_tokens = itertools.count(1)
 
 
 def server_of(user_id: str) -> str:
@@ -29,6 +37,11 @@ class StateEntry:
     event_id: str
     sender: str
     content: dict[str, Any]
+    event_type: str
+    state_key: str
+    #: The event's numeric ID and (type NID, state key NID), for state resolution.
+    nid: EventNID
+    key_nids: StateKeyTuple
 
 
 class IndexedSet:
@@ -77,38 +90,80 @@ class IndexedSet:
 class RoomView:
     """The state of a room as one server sees it, plus its forward extremities (`tips`)."""
 
-    __slots__ = ("_by_membership", "membership_of", "state", "tips")
+    __slots__ = ("_by_membership", "membership_of", "nids", "state", "tips", "token")
 
     def __init__(self) -> None:
         self.state: dict[StateKey, StateEntry] = {}
+        #: The same state as (type NID, state key NID) -> event NID.
+        self.nids: dict[StateKeyTuple, EventNID] = {}
         self.tips: list[str] = []
         self.membership_of: dict[str, str] = {}
         #: membership -> server -> users
         self._by_membership: dict[str, dict[str, IndexedSet]] = {}
+        self.token = next(_tokens)
 
     def copy(self) -> RoomView:
         other = RoomView()
         other.state = dict(self.state)
+        other.nids = dict(self.nids)
         other.tips = list(self.tips)
         other.membership_of = dict(self.membership_of)
         other._by_membership = {
             m: {s: users.copy() for s, users in by_server.items()}
             for m, by_server in self._by_membership.items()
         }
+        other.token = self.token  # same state
         return other
 
-    def set_state(self, event_type: str, state_key: str, entry: StateEntry) -> None:
+    def set_state(self, entry: StateEntry) -> None:
+        event_type, state_key = entry.event_type, entry.state_key
         self.state[(event_type, state_key)] = entry
+        self.nids[entry.key_nids] = entry.nid
+        self.token = next(_tokens)
         if event_type == "m.room.member":
-            old = self.membership_of.get(state_key)
-            server = server_of(state_key)
-            if old is not None:
-                self._by_membership[old][server].discard(state_key)
+            self._unindex(state_key)
             new = entry.content["membership"]
             self.membership_of[state_key] = new
-            self._by_membership.setdefault(new, {}).setdefault(server, IndexedSet()).add(
-                state_key
-            )
+            self._by_membership.setdefault(new, {}).setdefault(
+                server_of(state_key), IndexedSet()
+            ).add(state_key)
+
+    def remove_state(self, key: StateKey) -> None:
+        """Drop a key (a resolution that left it out)."""
+        entry = self.state.pop(key, None)
+        if entry is None:
+            return
+        del self.nids[entry.key_nids]
+        self.token = next(_tokens)
+        if entry.event_type == "m.room.member":
+            self._unindex(entry.state_key)
+            del self.membership_of[entry.state_key]
+
+    def _unindex(self, user_id: str) -> None:
+        old = self.membership_of.get(user_id)
+        if old is not None:
+            self._by_membership[old][server_of(user_id)].discard(user_id)
+
+    def resolved(
+        self, resolved: Mapping[StateKeyTuple, EventNID], entries: Mapping[EventNID, StateEntry]
+    ) -> RoomView:
+        """A copy of this view whose state is `resolved` (tips unchanged): only the keys
+        where they differ are touched, in a deterministic order (this view's keys, then the
+        resolved map's)."""
+        other = self.copy()
+        ours = self.nids
+        for key_nids, nid in ours.items():
+            if resolved.get(key_nids) != nid:
+                entry = entries[nid]
+                new = resolved.get(key_nids)
+                if new is None:
+                    other.remove_state((entry.event_type, entry.state_key))
+                else:
+                    other.set_state(entries[new])
+        for key_nids, nid in resolved.items():
+            if key_nids not in ours:
+                other.set_state(entries[nid])
+        return other
 
     def content(self, event_type: str, state_key: str = "") -> dict[str, Any] | None:
         entry = self.state.get((event_type, state_key))
