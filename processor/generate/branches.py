@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from processor.generate.membership import MembershipActions
+from processor.generate.model import POWER_LEVELS
 from processor.generate.power import PowerActions
 from processor.generate.rejections import RejectedActions
 from processor.generate.view import IndexedSet, RoomView
@@ -59,14 +60,17 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
         if len(candidates) < 2 or len(base.tips) != 1:
             return False
         self.rng.shuffle(candidates)
-        width = min(len(candidates), self.rng.choice((2, 2, 3)))
+        width = min(len(candidates), self.rng.choice((2, 3, 3)))
         branches = [
             Branch(server, base.copy(), self._branch_budget(), {base.tips[0]})
             for server in candidates[:width]
         ]
         self._in_fork = True
+        self._forks += 1
         if self.rng.random() < 0.3:
             self._soft_fail_on_fork(branches)
+        if self.rng.random() < 0.4:
+            self._cross_on_fork(branches)
         while True:
             active = [b for b in branches if b.budget > 0]
             if not active:
@@ -74,7 +78,9 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
             branch = self.rng.choice(active)
             branch.budget -= 1
             self._branch_step(branch, branches)
+        self._branch = f"{self._forks}:*"
         self._merge_all()
+        self._branch = None
         self._in_fork = False
         self._hot = IndexedSet()
         return True
@@ -89,6 +95,7 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
 
     def _branch_step(self, branch: Branch, branches: list[Branch]) -> None:
         view, server = branch.view, branch.server
+        self._branch = f"{self._forks}:{server}"
         knock = 1.5 if self.version.knock else 0.0
         weights: list[tuple[Callable[[RoomView, str], bool], float]] = [
             (self._message_action, 38),
@@ -113,6 +120,42 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
             self._message_action(branch.view, server)
         branch.known.add(branch.tip)
 
+    def _cross_on_fork(self, branches: list[Branch]) -> None:
+        """Tangle the branches' auth chains on purpose: an admin on one branch changes the
+        power levels, another branch merges that in, and then both send power events
+        (kicks, bans, power-level or join-rule changes) — which all cite the same power
+        levels event: at the next merge, conflicted power events whose auth chains cross."""
+        admins = [
+            b for b in branches
+            if self._joined_with(b.view, self._required(b.view, POWER_LEVELS, True), b.server)
+        ]  # fmt: skip
+        if not admins:
+            return
+        first = self.rng.choice(admins)
+        second = self.rng.choice([b for b in branches if b is not first])
+        self._branch = f"{self._forks}:{first.server}"
+        if not self._power_levels_action(first.view, first.server):
+            return
+        first.known.add(first.tip)
+        self._branch = f"{self._forks}:{second.server}"
+        if second.tip in first.known:
+            # Diverge first: a merge names no prev event that is an ancestor of another.
+            self._message_action(second.view, second.server)
+            second.known.add(second.tip)
+        if second.tip in first.known or not self._merge_branches(second, [first]):
+            return
+        for branch in (second, first):
+            self._branch = f"{self._forks}:{branch.server}"
+            actions = [
+                self._kick_action, self._ban_action, self._power_levels_action,
+                self._join_rules_action, self._unban_action,
+            ]  # fmt: skip
+            self.rng.shuffle(actions)
+            for action in actions:
+                if action(branch.view, branch.server):
+                    branch.known.add(branch.tip)
+                    break
+
     def _partial_merge(self, branch: Branch, branches: list[Branch]) -> bool:
         """Merge one or two other branches' tips into this branch (or catch up with a branch
         that has already merged this one)."""
@@ -129,8 +172,11 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
             branch.view = leader.view.copy()
             branch.known = set(leader.known)
             return False  # and sends a message on top
-        count = 2 if len(others) >= 2 and self.rng.random() < 0.3 else 1
-        merged = self.rng.sample(others, count)
+        count = 2 if len(others) >= 2 and self.rng.random() < 0.4 else 1
+        return self._merge_branches(branch, self.rng.sample(others, count))
+
+    def _merge_branches(self, branch: Branch, merged: list[Branch]) -> bool:
+        """`branch` merges the tips of `merged` into its own."""
         views = [branch.view] + [b.view for b in merged]
         resolved = self._merge(views, branch.server)
         if resolved is None:
@@ -138,13 +184,14 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
         branch.view = resolved
         for other in merged:
             branch.known |= other.known
+        branch.known.add(branch.tip)
         return True
 
     def _merge(self, views: list[RoomView], server: str | None) -> RoomView | None:
         """A merge event naming each view's tip as a prev event, sent by a user (of
         `server`, if possible) joined in the resolved state; the resolved view with the
         merge event as its tip, or None if it was not accepted."""
-        conflicted = self.dag.conflicted_keys(views)
+        conflicts = self.dag.conflicts(views)
         resolved = self.dag.resolve(views)
         sender = resolved.pick(self.rng, "join", server) or resolved.pick(self.rng, "join")
         if sender is None:
@@ -152,7 +199,7 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
         body = {"msgtype": "m.text", "body": self._text()}
         generated = self._emit(
             resolved, sender, "m.room.message", body, kind="merge",
-            prev_event_ids=[v.tips[0] for v in views], conflicted_keys=conflicted,
+            prev_event_ids=[v.tips[0] for v in views], conflicts=conflicts,
         )  # fmt: skip
         return resolved if generated.outcome == "accepted" else None
 
@@ -188,7 +235,9 @@ class ForkActions(MembershipActions, PowerActions, RejectedActions):
         )  # fmt: skip
         if victim is None:
             return
+        self._branch = f"{self._forks}:{first.server}"
         self._member(first.view, kicker, victim, "leave", kind="kick")
         first.known.add(first.tip)
         body = {"msgtype": "m.text", "body": self._text()}
+        self._branch = f"{self._forks}:{second.server}"
         self._emit(second.view, victim, "m.room.message", body, kind="soft_fail")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from processor.generate.auth_selection import auth_state_keys
-from processor.generate.dag import RoomDag
+from processor.generate.dag import NO_CONFLICTS, Conflicts, RoomDag
 from processor.generate.keys import ServerKey
 from processor.generate.model import (
     FIRST_NAMES,
@@ -77,6 +77,10 @@ class SimulationBase:
         #: Users whose membership changed on some branch of the current fork: targets that
         #: make the branches conflict at the merge.
         self._hot = IndexedSet()
+        #: The branch being built on (``"<fork number>:<server>"``; ``"<fork number>:*"``
+        #: for the merge that ends a fork), None outside forks.
+        self._branch: str | None = None
+        self._forks = 0
         self._depth: dict[str, int] = {}
         self._pending: deque[GeneratedEvent] = deque()
         self._user_counts: dict[str, int] = {s.server_name: 0 for s in servers}
@@ -176,7 +180,7 @@ class SimulationBase:
         prev_event_ids: list[str] | None = None,
         also_signed_by: str | None = None,
         redacts: str | None = None,
-        conflicted_keys: tuple[tuple[str, str], ...] = (),
+        conflicts: Conflicts = NO_CONFLICTS,
     ) -> GeneratedEvent:
         """Build, sign and queue an event on `view` (see the module docstring)."""
         version = self.version
@@ -232,8 +236,11 @@ class SimulationBase:
             kind=kind,
             state_before=state_before,
             current_state=current_state,
-            conflicted_keys=conflicted_keys,
+            conflicted_keys=conflicts.keys,
+            partial_keys=conflicts.partial_keys,
+            conflicted_events=conflicts.event_ids,
             prev_count=len(prev),
+            branch=self._branch,
         )
         self._pending.append(generated)
         if outcome == "accepted":

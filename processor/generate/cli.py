@@ -14,6 +14,7 @@ from typing import IO, Any
 import msgspec
 
 from processor.errors import UnknownRoomVersion
+from processor.generate.model import Summary
 from processor.generate.traffic import MIXED, iter_generate
 
 __all__ = ["add_generate_command", "run_generate"]
@@ -29,6 +30,8 @@ def add_generate_command(subparsers: Any) -> None:
             "several servers per room whose views fork and merge, joins, leaves, invites, "
             "kicks, bans, knocks, restricted joins, power-level and join-rule changes, "
             "messages, redactions, and some unauthorised events that must be rejected. "
+            "Forks are long-lived branches of 2-3 servers that change the same state "
+            "(power levels, join rules, memberships, bans) and merge 2-3 at a time. "
             "Deterministic for a seed."
         ),
     )
@@ -54,36 +57,46 @@ def add_generate_command(subparsers: Any) -> None:
             "to FILE: the outcome the roomserver must reach for every event"
         ),
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help=(
+            "do not print the summary (events, outcomes, merges, and merges whose prev "
+            "events' states conflict, per 1,000 events) on standard error"
+        ),
+    )
     parser.set_defaults(handler=run_generate)
 
 
-def _write(args: argparse.Namespace, out: IO[str]) -> dict[str, str]:
+def _write(args: argparse.Namespace, out: IO[str], summary: Summary) -> dict[str, str]:
     encoder = msgspec.json.Encoder()
     expected: dict[str, str] = {}
-    for generated in iter_generate(
-        args.rooms, args.events, args.room_version, args.seed
-    ):
+    for generated in iter_generate(args.rooms, args.events, args.room_version, args.seed):
         out.write(encoder.encode(generated.input).decode("utf-8"))
         out.write("\n")
         expected[generated.event_id] = generated.outcome
+        summary.add(generated)
     return expected
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run ``roomserver generate`` with parsed `args`; the process exit status."""
+    summary = Summary(rooms=args.rooms)
     try:
         if args.output == "-":
-            expected = _write(args, sys.stdout)
+            expected = _write(args, sys.stdout, summary)
             sys.stdout.flush()
         else:
             with open(args.output, "w", encoding="utf-8") as out:
-                expected = _write(args, out)
+                expected = _write(args, out, summary)
     except (UnknownRoomVersion, ValueError) as e:
         print(f"roomserver generate: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # `roomserver generate | head` is fine.
         return 0
+    if not args.quiet:
+        print(f"roomserver generate: {summary.line()}", file=sys.stderr)
     if args.expected is not None:
         with open(args.expected, "w", encoding="utf-8") as f:
             json.dump(expected, f, indent=None)

@@ -17,6 +17,7 @@ built on them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from processor.core.nids import (
@@ -35,9 +36,24 @@ from processor.matrix.events import Event
 from processor.matrix.room_versions import RoomVersion
 from processor.matrix.state_res import InMemoryEventSource, StateResEvent, resolve_state
 
-__all__ = ["RoomDag"]
+__all__ = ["NO_CONFLICTS", "Conflicts", "RoomDag"]
 
 _CREATE_KEY = (CREATE, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Conflicts:
+    """Where the states after a merge's prev events disagree, each sorted."""
+
+    #: Keys held with different events, or held by some states and not by others.
+    keys: tuple[tuple[str, str], ...] = ()
+    #: Those of `keys` that some states do not hold at all.
+    partial_keys: tuple[tuple[str, str], ...] = ()
+    #: The events the states hold at `keys`.
+    event_ids: tuple[str, ...] = ()
+
+
+NO_CONFLICTS = Conflicts()
 
 
 class RoomDag:
@@ -47,6 +63,7 @@ class RoomDag:
         "_current",
         "_event_nids",
         "_key_nids",
+        "_names",
         "_state_key_nids",
         "_type_nids",
         "entries",
@@ -61,6 +78,7 @@ class RoomDag:
         self._type_nids: dict[str, EventTypeNID] = dict(PREASSIGNED_EVENT_TYPE_NIDS)
         self._state_key_nids: dict[str, StateKeyNID] = dict(PREASSIGNED_STATE_KEY_NIDS)
         self._key_nids: dict[tuple[str, str], StateKeyTuple] = {}
+        self._names: dict[StateKeyTuple, tuple[str, str]] = {}
         self._event_nids: dict[str, EventNID] = {}
         #: Every accepted state event by NID.
         self.entries: dict[EventNID, StateEntry] = {}
@@ -81,6 +99,7 @@ class RoomDag:
                 state_key, StateKeyNID(len(self._state_key_nids) + 100)
             )
             key = self._key_nids[(event_type, state_key)] = (type_nid, key_nid)
+            self._names[key] = (event_type, state_key)
         return key
 
     def add_state_event(self, event: Event, content: dict[str, Any]) -> StateEntry:
@@ -107,22 +126,25 @@ class RoomDag:
         resolved = resolve_state(self.version, [v.nids for v in views], self.source)
         return views[0].resolved(resolved, self.entries)
 
-    def conflicted_keys(self, views: Sequence[RoomView]) -> tuple[tuple[str, str], ...]:
-        """The keys on which the views' states disagree (held by some and not by others, or
-        held with different events), sorted."""
+    def conflicts(self, views: Sequence[RoomView]) -> Conflicts:
+        """Where the views' states disagree (see `Conflicts`)."""
         first = views[0].nids.items()
         keys: set[StateKeyTuple] = set()
         for other in views[1:]:
             keys.update(key for key, _ in first ^ other.nids.items())
-        names: list[tuple[str, str]] = []
+        names: set[tuple[str, str]] = set()
+        partial: set[tuple[str, str]] = set()
+        event_ids: set[str] = set()
         for key in keys:
             for view in views:
                 nid = view.nids.get(key)
-                if nid is not None:
+                if nid is None:
+                    partial.add(self._names[key])
+                else:
                     entry = self.entries[nid]
-                    names.append((entry.event_type, entry.state_key))
-                    break
-        return tuple(sorted(names))
+                    names.add((entry.event_type, entry.state_key))
+                    event_ids.add(entry.event_id)
+        return Conflicts(tuple(sorted(names)), tuple(sorted(partial)), tuple(sorted(event_ids)))
 
     # -- forward extremities and the current state ---------------------------------------------
 

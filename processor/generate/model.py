@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "Clock",
     "GeneratedEvent",
     "Outcome",
+    "Summary",
+    "key_kind",
 ]
 
 Outcome = Literal["accepted", "rejected", "soft_failed"]
@@ -88,5 +90,65 @@ class GeneratedEvent:
     #: A merge (2–3 prev events): the (type, state_key) pairs on which the states after its
     #: prev events disagree (a key some lack counts), sorted; empty when they agree.
     conflicted_keys: tuple[tuple[str, str], ...] = ()
+    #: Those of `conflicted_keys` that some of the states do not hold at all.
+    partial_keys: tuple[tuple[str, str], ...] = ()
+    #: A merge: the events the states after its prev events hold at the conflicted keys.
+    conflicted_events: tuple[str, ...] = ()
     #: Number of prev events.
     prev_count: int = 1
+    #: Built on a branch of a fork: ``"<fork number>:<server>"`` (``"<fork number>:*"`` for
+    #: the merge that ends the fork); None on the room's state outside forks.
+    branch: str | None = None
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a generation produced, for the summary `roomserver generate` prints."""
+
+    events: int = 0
+    rooms: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    #: Events with 2–3 prev events.
+    merges: int = 0
+    #: Merges whose prev events' states disagree on at least one key.
+    conflicted_merges: int = 0
+    #: Conflicted merges by the kind of key in conflict (one merge may count in several).
+    conflicted_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def add(self, generated: GeneratedEvent) -> None:
+        self.events += 1
+        self.outcomes[generated.outcome] = self.outcomes.get(generated.outcome, 0) + 1
+        if generated.prev_count < 2:
+            return
+        self.merges += 1
+        if not generated.conflicted_keys:
+            return
+        self.conflicted_merges += 1
+        for kind in sorted({key_kind(k) for k in generated.conflicted_keys}):
+            self.conflicted_by_kind[kind] = self.conflicted_by_kind.get(kind, 0) + 1
+
+    def per_thousand(self) -> float:
+        """Conflicted merges per 1,000 events."""
+        return 1000 * self.conflicted_merges / self.events if self.events else 0.0
+
+    def line(self) -> str:
+        get = self.outcomes.get
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.conflicted_by_kind.items()))
+        return (
+            f"{self.events} events in {self.rooms} rooms (accepted {get('accepted', 0)}, "
+            f"rejected {get('rejected', 0)}, soft-failed {get('soft_failed', 0)}); "
+            f"{self.merges} merges, {self.conflicted_merges} with conflicted state "
+            f"({self.per_thousand():.1f} per 1,000 events; by key: {kinds or 'none'})"
+        )
+
+
+def key_kind(key: tuple[str, str]) -> str:
+    """How the summary groups a conflicted key: power_levels, join_rules, member, other."""
+    event_type = key[0]
+    if event_type == POWER_LEVELS:
+        return "power_levels"
+    if event_type == JOIN_RULES:
+        return "join_rules"
+    if event_type == MEMBER:
+        return "member"
+    return "other"
