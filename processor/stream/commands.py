@@ -64,8 +64,11 @@ def room_key(line: bytes) -> bytes:
     room ID is its hash): the handler computes it, so it is keyed by that."""
     try:
         event = _input_key.decode(line).event
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return b""  # malformed: any partition will do, it is dead-lettered
+    except (ValueError, RecursionError):
+        # Malformed (msgspec's errors are ValueErrors, and so is UnicodeDecodeError for
+        # bytes that are not UTF-8; deep nesting is a RecursionError): any partition will
+        # do, it is dead-lettered.
+        return b""
     if event.room_id:
         return event.room_id.encode()
     if event.type == "m.room.create":
