@@ -22,6 +22,7 @@ def test_defaults() -> None:
     assert (args.rooms, args.events, args.room_version, args.seed, args.output) == (
         1, 1000, "10", 0, "-"
     )  # fmt: skip
+    assert args.quiet is False
     assert args.handler is run_generate
 
 
@@ -46,3 +47,13 @@ def test_stdout_by_default(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_room_version_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_generate(_parse(["generate", "--room-version", "99", "--events", "3"])) == 2
     assert "unknown room version '99'" in capsys.readouterr().err
+
+
+def test_summary_on_stderr_unless_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["generate", "--rooms", "2", "--events", "400", "--room-version", "10", "--seed", "3"]
+    assert run_generate(_parse(argv)) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("roomserver generate: 400 events in 2 rooms (accepted ")
+    assert "merges," in err and "with conflicted state (" in err and "per 1,000 events" in err
+    assert run_generate(_parse([*argv, "--quiet"])) == 0
+    assert capsys.readouterr().err == ""

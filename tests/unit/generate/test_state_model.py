@@ -1,13 +1,13 @@
 """The state the generator builds each event on is the state the room's DAG defines.
 
 Room version pages, "State resolution": the state before an event is the resolution of the
-states after its `prev_events`. The generator does not resolve state: it keeps its forked
-branches to disjoint, non-conflicting changes and takes the union at a merge. This replays
-the DAG through `processor.matrix.state_res.resolve_state` (v1, v2, v2.1) and checks that the
-union was right for every event, so the intended outcomes hold for a roomserver that resolves
-state for real. The room's current state, against which soft failures are judged (server-server
-API "Checks performed on receipt of a PDU", step 6), is likewise the resolution of the states
-after the forward extremities.
+states after its `prev_events`. The generator's branches conflict, and it resolves their
+states at each merge. This replays the DAG through `processor.matrix.state_res.resolve_state`
+(v1, v2, v2.1) on its own and checks the generator's state before every event, so the
+intended outcomes hold for a roomserver that resolves state the same way, and the keys the
+generator notes as conflicted at each merge. The room's current state, against which soft
+failures are judged (server-server API "Checks performed on receipt of a PDU", step 6), is
+likewise the resolution of the states after the forward extremities.
 """
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ class _Nids:
         return nid
 
 
+def _conflicts(
+    state_sets: list[dict[StateKeyTuple, EventNID]],
+) -> tuple[set[StateKeyTuple], set[StateKeyTuple]]:
+    """Keys not held with the same event by every state set; those some sets lack."""
+    keys = {k for s in state_sets for k in s}
+    conflicted = {k for k in keys if len({s.get(k) for s in state_sets}) > 1}
+    partial = {k for k in conflicted if any(k not in s for s in state_sets)}
+    return conflicted, partial
+
+
 @pytest.mark.parametrize("version_id", ALL_VERSIONS)
 def test_state_before_each_event_is_the_resolved_state(version_id: str) -> None:
     t = traced(2, 700, version_id, seed=int(version_id) + 500)
@@ -65,6 +75,12 @@ def test_state_before_each_event_is_the_resolved_state(version_id: str) -> None:
         else:
             merges += 1
             before = resolve_state(t.version, state_sets, source)
+            # The generator's note of what conflicted at this merge.
+            conflicted, partial = _conflicts(state_sets)
+            assert sorted(nids.keys[k] for k in conflicted) == list(g.conflicted_keys)
+            assert sorted(nids.keys[k] for k in partial) == list(g.partial_keys)
+            held = {nids.event_ids[s[k]] for s in state_sets for k in conflicted if k in s}
+            assert sorted(held) == list(g.conflicted_events)
         as_ids = {nids.keys[k]: nids.event_ids[v] for k, v in before.items()}
         assert as_ids == dict(g.state_before or {}), f"state before {g.kind} {g.event_id}"
         # The room's current state (what soft-failing checks against) is the resolution of
@@ -95,3 +111,4 @@ def test_state_before_each_event_is_the_resolved_state(version_id: str) -> None:
         state_after[g.event_id] = after
         tips[:] = [tip for tip in tips if tip not in event.prev_event_ids] + [g.event_id]
     assert merges > 0
+    assert sum(1 for g in t.generated if g.conflicted_keys) > 0
