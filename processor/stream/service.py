@@ -271,13 +271,20 @@ class RoomserverService:
             fresh.append(worker)
         # One line per (re)assignment that says what this instance works on now: the
         # answer to "is it consuming, and what?" (aiokafka's own group chatter is quieted).
-        log.info(
-            "consuming %s partitions [%s] as group %s (resuming at offsets %s)",
-            self.settings.input_topic,
-            ",".join(str(p) for p in sorted(self.workers)),
-            self._group_id,
-            ", ".join(f"{p}:{offsets[p]}" for p in sorted(offsets)),
-        )
+        if self.workers:
+            log.info(
+                "consuming %s partitions [%s] as group %s%s",
+                self.settings.input_topic,
+                ",".join(str(p) for p in sorted(self.workers)),
+                self._group_id,
+                f" (resuming at offsets {', '.join(f'{p}:{offsets[p]}' for p in sorted(offsets))})"
+                if offsets else "",
+            )
+        else:
+            log.info(
+                "no partition of %s for this instance: group %s has more members than "
+                "partitions", self.settings.input_topic, self._group_id,
+            )
         for worker in fresh:
             if self._output_enabled:
                 worker.relay.start(self._relay_failed(worker.partition))
