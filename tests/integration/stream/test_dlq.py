@@ -15,11 +15,34 @@ import pytest
 
 from processor.config import Settings
 from processor.generate import iter_generate
+from processor.generate.model import GeneratedEvent
 from processor.stream import commands
 from schemas.dead_letter import DeadLetterReason
 from tests.fixtures.kafka import NewTopicFactory
 from tests.integration.stream.test_cli import roomserver
 from tests.integration.stream.topic_reader import read_topic, run_to_end, service_settings
+
+
+def _late_event() -> tuple[GeneratedEvent, GeneratedEvent, list[GeneratedEvent]]:
+    """From generated traffic: an accepted message `prev`, an accepted event `late` whose
+    only prev event it is, and `setup`, the events before `prev`, which hold all of
+    `late`'s auth events. Produced without `prev`, `late` lacks exactly its prev event; its
+    state (after `prev`) and so its outcome are the same whenever `prev` arrives."""
+    generated = list(iter_generate(1, 60, "10", seed=2))
+    ids = [g.event_id for g in generated]
+    for late in generated:
+        prevs = late.input["event"]["prev_events"]
+        if late.outcome != "accepted" or len(prevs) != 1 or prevs[0] not in ids:
+            continue
+        i = ids.index(prevs[0])
+        prev = generated[i]
+        if (
+            prev.input["event"]["type"] == "m.room.message"
+            and prev.outcome == "accepted"
+            and set(late.input["event"]["auth_events"]) <= set(ids[:i])
+        ):
+            return prev, late, generated[:i]
+    pytest.fail("the generated traffic has no such pair of events")
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
@@ -37,12 +60,7 @@ async def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixe
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = service_settings(kafka_bootstrap_servers, database_url, new_topic(1), 1)
-    generated = list(iter_generate(1, 9, "10", seed=2))
-    # 0-5: the room's setup; 6: a message; 8: a join whose prev event is 6 (and whose auth
-    # events are all in the setup): without 6 it lacks only its prev event.
-    setup, prev, late = generated[:6], generated[6], generated[8]
-    assert late.input["event"]["prev_events"] == [prev.event_id]
-    assert set(late.input["event"]["auth_events"]) <= {g.event_id for g in setup}
+    prev, late, setup = _late_event()
     encode = msgspec.json.encode
     late_line = encode(late.input)
 
@@ -51,14 +69,14 @@ async def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixe
     with caplog.at_level(logging.WARNING, logger="processor.stream.service"):
         await run_to_end(settings)
     assert (
-        f"partition 0 offset 6: dead-lettered (missing_prev_events): prev events not stored: "
-        f"{prev.event_id}"
+        f"partition 0 offset {len(setup)}: dead-lettered (missing_prev_events): "
+        f"prev events not stored: {prev.event_id}"
     ) in caplog.messages
 
     env = cli_env(settings)
     listed = roomserver("dlq", "list", env=env)
     assert listed.stdout.decode().splitlines() == [
-        f"0:0  missing_prev_events  {settings.input_topic}[0]@6  "
+        f"0:0  missing_prev_events  {settings.input_topic}[0]@{len(setup)}  "
         f"prev events not stored: {prev.event_id}"
     ]
     assert f"1 dead letters in {settings.dead_letter_topic} (missing_prev_events: 1)" in (
@@ -69,7 +87,8 @@ async def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixe
     (shown,) = roomserver("dlq", "show", "0:0", env=env).stdout.decode().splitlines()
     record = json.loads(shown)
     assert (record["id"], record["reason"], record["topic"], record["partition"],
-            record["offset"]) == ("0:0", "missing_prev_events", settings.input_topic, 0, 6)
+            record["offset"]) == ("0:0", "missing_prev_events", settings.input_topic, 0,
+                                  len(setup))
     assert base64.b64decode(record["original"]) == late_line
     assert record["original_text"] == late_line.decode()
     assert roomserver("dlq", "show", "0:0", "--original", env=env).stdout == late_line + b"\n"
@@ -86,7 +105,7 @@ async def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixe
     )
     assert b"would replay 1 dead letters" in dry.stderr
     assert dry.stdout.startswith(b"0:0  missing_prev_events")
-    assert await commands.input_end_offsets(settings) == {0: 8}
+    assert await commands.input_end_offsets(settings) == {0: len(setup) + 2}
     replayed = roomserver("dlq", "replay", "--offset", "0:0", env=env)
     assert f"replayed 1 dead letters to {settings.input_topic}".encode() in replayed.stderr
     await run_to_end(settings)
