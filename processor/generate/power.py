@@ -34,7 +34,9 @@ class PowerActions(SimulationBase):
         content = {**pl, "users": dict(pl["users"]), "events": dict(pl["events"])}
         users: dict[str, int] = content["users"]
         roll = self.rng.random()
-        if roll < 0.45:
+        # Rooms keep a handful of moderators and admins: past a dozen, mostly demotions.
+        promote = 0.45 if len(users) < 12 else 0.1
+        if roll < promote:
             new = ADMIN if own >= ADMIN and self.rng.random() < 0.35 else MODERATOR
             target = self._target(
                 view, "join", lambda u: u != sender and self._level(view, u) < min(new, own)
