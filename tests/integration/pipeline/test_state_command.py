@@ -41,10 +41,13 @@ def _traffic(version: str, events: int, seed: int) -> list[GeneratedEvent]:
 
 
 def _state_after(g: GeneratedEvent) -> dict[Key, str]:
+    """The state before plus the event itself unless rejected: a soft-failed state event
+    (one another branch's change overrides in the current state) still has its state after
+    it; only the room's current state leaves it out."""
     assert g.state_before is not None
     state = dict(g.state_before)
     key = _key(g)
-    if key is not None and g.outcome == "accepted":
+    if key is not None and g.outcome != "rejected":
         state[key] = g.event_id
     return state
 
