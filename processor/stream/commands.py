@@ -39,7 +39,11 @@ from processor.errors import (
     TopicNotFound,
 )
 from processor.storage import open_store
-from processor.stream.connect import CONNECT_TIMEOUT_SECONDS, start_client
+from processor.stream.connect import (
+    CONNECT_TIMEOUT_SECONDS,
+    kafka_failures_in_one_line,
+    start_client,
+)
 from processor.stream.dead_letters import StoredDeadLetter, original, replay_header
 from processor.stream.kafka_settings import kafka_client_options
 from processor.stream.service import RoomserverService
@@ -102,6 +106,7 @@ def check_database(database_url: str) -> None:
         ) from None
 
 
+@kafka_failures_in_one_line
 async def run(settings: Settings) -> int:
     await asyncio.to_thread(check_database, settings.database_url)
     service = RoomserverService(settings)
@@ -193,6 +198,7 @@ class InputSender:
             self.sent += 1
 
 
+@kafka_failures_in_one_line
 async def produce(settings: Settings, stream: IO[bytes]) -> int:
     """Publish the JSON lines of `stream` to the input topic; returns how many.
 
@@ -213,6 +219,7 @@ async def produce(settings: Settings, stream: IO[bytes]) -> int:
     return sender.sent
 
 
+@kafka_failures_in_one_line
 async def replay(settings: Settings, letters: list[StoredDeadLetter]) -> int:
     """Re-produce the originals of `letters` to the input topic (see `dead_letters`);
     returns how many."""
@@ -235,6 +242,7 @@ async def require_topic(settings: Settings, topic: str, setting: str) -> None:
     await topic_partitions(settings, topic, setting)
 
 
+@kafka_failures_in_one_line
 async def tail(
     settings: Settings, from_beginning: bool, limit: int, out: IO[bytes] | None = None
 ) -> int:
@@ -400,6 +408,7 @@ async def rebuild_database(
     return RebuildSummary(service.processed, int(dead or 0), time.perf_counter() - started)
 
 
+@kafka_failures_in_one_line
 async def rebuild(
     settings: Settings, output_topic: str | None, dead_letter_topic: str | None = None
 ) -> int:

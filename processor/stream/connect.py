@@ -14,8 +14,10 @@ request timeout (40 s) per attempt; `CONNECT_TIMEOUT_SECONDS` bounds the whole s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from aiokafka.errors import KafkaError
 
@@ -87,3 +89,24 @@ async def start_client(client: _Startable, settings: Settings) -> None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def kafka_failures_in_one_line(
+    command: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """A command whose stray `KafkaError` (a request the brokers refused after the start:
+    not authorised, a topic deleted meanwhile...) ends it as `KafkaUnavailable`, one line,
+    like the failures `start_client` reports."""
+
+    @functools.wraps(command)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await command(*args, **kwargs)
+        except KafkaError as e:
+            raise KafkaUnavailable(f"a Kafka request failed: {_one_line(str(e))}") from e
+
+    return wrapper

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processor.config import Settings
 from processor.errors import ConfigError
-from processor.stream.connect import start_client
+from processor.stream.connect import kafka_failures_in_one_line, start_client
 from processor.stream.kafka_settings import kafka_client_options
 from processor.stream.topics import topic_partitions
 from schemas.codecs import decode_dead_letter
@@ -91,6 +91,7 @@ def check_reason(reason: str) -> str:
     return reason
 
 
+@kafka_failures_in_one_line
 async def read_dead_letters(
     settings: Settings,
     *,

@@ -66,6 +66,24 @@ async def _topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str
     return config
 
 
+#: CreateTopics error code for a topic that exists (another instance created it first).
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def _check_created(response: object) -> None:
+    """aiokafka answers CreateTopics with per-topic error codes instead of raising (an
+    invalid name, a policy, no authorisation): the first becomes a `ConfigError`, rather
+    than a wait for a topic that never comes."""
+    to_object = getattr(response, "to_object", None)
+    if to_object is None:
+        return
+    for error in to_object().get("topic_errors", []):
+        code = error.get("error_code", 0)
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            detail = error.get("error_message") or f"error code {code}"
+            raise ConfigError(f"cannot create topic {error.get('topic')!r}: {detail}")
+
+
 async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> TopicLayout:
     """Create the missing topics, then check all of them; raises `ConfigError` on mismatch."""
     names = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
@@ -95,11 +113,12 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
     missing = [topic for name, topic in wanted.items() if name not in existing]
     if missing:
         try:
-            await admin.create_topics(missing)
+            response = await admin.create_topics(missing)
         except TopicAlreadyExistsError:
-            pass  # another instance created it first
+            response = None  # another instance created it first
         except KafkaError as e:
             raise ConfigError(f"cannot create topics {[t.name for t in missing]}: {e}") from e
+        _check_created(response)
         existing = await _wait_for_topics(admin, names)
 
     input_config = await _topic_config(admin, settings.input_topic)

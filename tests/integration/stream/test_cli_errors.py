@@ -124,3 +124,20 @@ def test_tail_says_it_follows_until_interrupted_unless_limited(
     )
     assert limited.stdout == b"{}\n"
     assert b"following" not in limited.stderr
+
+
+def test_produce_says_why_it_cannot_create_a_missing_topic(
+    kafka_bootstrap_servers: str, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """`produce` creates missing topics as `run` does; a topic the broker will not create
+    (here an invalid name; in production, no authorisation) is one line with the broker's
+    reason, not a wait for a topic that never appears."""
+    env = {**topics_env(kafka_bootstrap_servers, new_topic(1)),
+           "ROOMSERVER_INPUT_TOPIC": "no spaces allowed"}
+    traffic = tmp_path / "in.jsonl"
+    traffic.write_bytes(b"{}\n")
+    line = one_line(roomserver("produce", str(traffic), env=env, check=False), 2)
+    assert line.startswith(
+        "roomserver produce: configuration error: cannot create topic 'no spaces allowed': "
+        "Topic name is invalid"
+    ), line
