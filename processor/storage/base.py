@@ -20,7 +20,6 @@ from processor.core.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,
-    StateBlockNID,
     StateKeyNID,
     StateKeyTuple,
     StateSnapshotNID,
@@ -29,7 +28,6 @@ from processor.core.nids import (
 __all__ = [
     "Batch",
     "EventRecord",
-    "InviteRecord",
     "MembershipRecord",
     "OutboxRecord",
     "RedactionRecord",
@@ -90,14 +88,6 @@ class MembershipRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class InviteRecord:
-    room_nid: RoomNID
-    target_user_id: str
-    event_nid: EventNID
-    retired: bool
-
-
-@dataclass(frozen=True, slots=True)
 class RedactionRecord:
     redaction_event_nid: EventNID
     redacts_event_id: str
@@ -150,8 +140,9 @@ class Batch(Protocol):
     def select_prefetch(
         self, event_ids: Iterable[str], redacts_event_ids: Iterable[str]
     ) -> tuple[dict[str, EventRecord], dict[str, list[RedactionRecord]]]:
-        """`select_events_by_id` and `select_pending_redactions` at once (what a batch
-        reads first), in one round trip where the backend can."""
+        """What a batch reads first: the stored events of `event_ids` (as
+        `select_events_by_id`) and the not-yet-validated redactions of `redacts_event_ids`,
+        by redacted event ID, oldest first; in one round trip where the backend can."""
         ...
     def select_events(self, nids: Iterable[EventNID]) -> dict[EventNID, EventRecord]: ...
     def insert_event(
@@ -208,10 +199,6 @@ class Batch(Protocol):
         ...
 
     def load_state(self, snapshot_nid: StateSnapshotNID) -> dict[StateKeyTuple, EventNID]: ...
-    def snapshot_block_nids(self, snapshot_nid: StateSnapshotNID) -> tuple[StateBlockNID, ...]:
-        """The blocks a snapshot combines, in order (for inspection and tests)."""
-        ...
-
     def load_state_entries(
         self, snapshot_nid: StateSnapshotNID, keys: Iterable[StateKeyTuple]
     ) -> dict[StateKeyTuple, EventNID]: ...
@@ -227,12 +214,6 @@ class Batch(Protocol):
         membership: str,
         event_nid: EventNID,
     ) -> None: ...
-    def select_memberships(
-        self, room_nid: RoomNID, target_nids: Iterable[StateKeyNID] | None = None
-    ) -> dict[StateKeyNID, MembershipRecord]:
-        """Memberships in a room (all of them, or those of `target_nids`)."""
-        ...
-
     def insert_invite(self, room_nid: RoomNID, target_user_id: str, event_nid: EventNID) -> None:
         ...
 
@@ -240,21 +221,12 @@ class Batch(Protocol):
         """Mark the user's active invites in the room retired; return their event NIDs."""
         ...
 
-    def select_active_invites(self, target_user_id: str) -> list[InviteRecord]: ...
     def insert_redaction(
         self, redaction_event_nid: EventNID, redacts_event_id: str, validated: bool
     ) -> None: ...
-    def select_pending_redactions(
-        self, redacts_event_ids: Iterable[str]
-    ) -> dict[str, list[RedactionRecord]]:
-        """Not-yet-validated redactions of the given events, by redacted event ID."""
-        ...
-
-    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None: ...
 
     # -- exactly-once bookkeeping ----------------------------------------------------------
     def select_input_offset(self, topic: str, partition: int) -> int | None: ...
-    def set_input_offset(self, topic: str, partition: int, next_offset: int) -> None: ...
     def claim_input_offset(
         self, topic: str, partition: int, expected: int, next_offset: int
     ) -> bool:

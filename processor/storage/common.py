@@ -36,7 +36,6 @@ from processor.core.state_blocks import MalformedBlock, SnapshotPlan, StateBlock
 from processor.errors import CorruptState, StorageError
 from processor.storage.base import (
     EventRecord,
-    InviteRecord,
     MembershipRecord,
     OutboxRecord,
     RedactionRecord,
@@ -187,19 +186,11 @@ class BatchBase(ABC):
         """ONE round trip: NIDs of stored blocks and snapshots with these hashes."""
 
     @abstractmethod
-    def _select_membership_rows(
-        self, room_nid: int, target_nids: Sequence[int] | None
-    ) -> list[MembershipRecord]: ...
-
-    @abstractmethod
     def insert_invite(self, room_nid: RoomNID, target_user_id: str, event_nid: EventNID) -> None:
         ...
 
     @abstractmethod
     def retire_invites(self, room_nid: RoomNID, target_user_id: str) -> list[EventNID]: ...
-
-    @abstractmethod
-    def select_active_invites(self, target_user_id: str) -> list[InviteRecord]: ...
 
     def insert_redaction(
         self, redaction_event_nid: EventNID, redacts_event_id: str, validated: bool
@@ -209,21 +200,8 @@ class BatchBase(ABC):
     @abstractmethod
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]: ...
 
-    def mark_redaction_validated(self, redaction_event_nid: EventNID) -> None:
-        buffered = self.pending.redactions.get(redaction_event_nid)
-        if buffered is not None:
-            self.pending.redactions[redaction_event_nid] = (buffered[0], True)
-            return
-        self._execute(
-            f"UPDATE redactions SET validated = TRUE WHERE redaction_event_nid = {self.PARAM}",
-            (redaction_event_nid,),
-        )
-
     @abstractmethod
     def select_input_offset(self, topic: str, partition: int) -> int | None: ...
-
-    @abstractmethod
-    def set_input_offset(self, topic: str, partition: int, next_offset: int) -> None: ...
 
     @abstractmethod
     def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]: ...
@@ -681,25 +659,6 @@ class BatchBase(ABC):
             room_nid, target_state_key_nid, membership, event_nid
         )
 
-    def select_memberships(
-        self, room_nid: RoomNID, target_nids: Iterable[StateKeyNID] | None = None
-    ) -> dict[StateKeyNID, MembershipRecord]:
-        targets = None if target_nids is None else list(target_nids)
-        found = {
-            r.target_nid: r for r in self._select_membership_rows(room_nid, targets)
-        }
-        wanted = None if targets is None else set(targets)
-        for (room, target), record in self.pending.memberships.items():
-            if room == room_nid and (wanted is None or target in wanted):
-                found[target] = record
-        return found
-
-    def select_pending_redactions(
-        self, redacts_event_ids: Iterable[str]
-    ) -> dict[str, list[RedactionRecord]]:
-        wanted = list(dict.fromkeys(redacts_event_ids))
-        return self._pending_redactions(wanted, self._select_redaction_rows(wanted))
-
     def _pending_redactions(
         self, wanted: list[str], rows: Iterable[RedactionRecord]
     ) -> dict[str, list[RedactionRecord]]:
@@ -786,10 +745,6 @@ class BatchBase(ABC):
     def _snapshot_plan(self, snapshot_nid: StateSnapshotNID) -> SnapshotPlan:
         meta, blocks = self._load_snapshots([snapshot_nid])[snapshot_nid]
         return SnapshotPlan(tuple(blocks), meta.chunk_count, meta.chunk_level)
-
-    def snapshot_block_nids(self, snapshot_nid: StateSnapshotNID) -> tuple[StateBlockNID, ...]:
-        """The blocks a snapshot combines, in order (for inspection and tests)."""
-        return self._load_snapshots([snapshot_nid])[snapshot_nid][0].block_nids
 
     def load_state(self, snapshot_nid: StateSnapshotNID) -> dict[StateKeyTuple, EventNID]:
         """The full state at a snapshot (0 = the empty state). The caller owns the dict."""

@@ -7,7 +7,8 @@ SIGSTOP, a paused VM, a long GC pause) in the middle of a statement, its session
 those rows locked: the new owner would wait forever. A batch that has waited this long on
 other sessions' locks ends them (`pg_terminate_backend`): their transactions roll back,
 and the input-offset claim already guarantees that a batch of a partition's old owner can
-never commit over the new owner's work (design §6), so nothing is lost either way.
+never commit over the new owner's work (`Batch.claim_input_offset`), so nothing is
+lost either way.
 """
 
 from __future__ import annotations

@@ -33,8 +33,6 @@ from processor.core.state_blocks import encode_block
 from processor.errors import StorageError
 from processor.storage.base import (
     EventRecord,
-    InviteRecord,
-    MembershipRecord,
     OutboxRecord,
     RedactionRecord,
     RoomRecord,
@@ -431,23 +429,6 @@ class PostgresBatch(BatchBase):
 
     # -- memberships, invites, redactions --------------------------------------------------
 
-    def _select_membership_rows(
-        self, room_nid: int, target_nids: Sequence[int] | None
-    ) -> list[MembershipRecord]:
-        if target_nids is None:
-            rows = self._rows(
-                "SELECT room_nid, target_nid, membership, event_nid FROM memberships"
-                " WHERE room_nid = %s",
-                (room_nid,),
-            )
-        else:
-            rows = self._rows(
-                "SELECT room_nid, target_nid, membership, event_nid FROM memberships"
-                " WHERE room_nid = %s AND target_nid = ANY(%s::bigint[])",
-                (room_nid, list(target_nids)),
-            )
-        return [MembershipRecord(*row) for row in rows]
-
     def insert_invite(self, room_nid: RoomNID, target_user_id: str, event_nid: EventNID) -> None:
         self._conn.execute(
             "INSERT INTO invites (event_nid, room_nid, target_user_id) VALUES (%s, %s, %s)"
@@ -463,14 +444,6 @@ class PostgresBatch(BatchBase):
         )
         return sorted(EventNID(r[0]) for r in rows)
 
-    def select_active_invites(self, target_user_id: str) -> list[InviteRecord]:
-        rows = self._rows(
-            "SELECT room_nid, target_user_id, event_nid, retired FROM invites"
-            " WHERE target_user_id = %s AND NOT retired ORDER BY event_nid",
-            (target_user_id,),
-        )
-        return [InviteRecord(*row) for row in rows]
-
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]:
         rows = self._rows(_SELECT_REDACTIONS, (redacts_event_ids,))
         return [RedactionRecord(*row) for row in rows]
@@ -483,13 +456,6 @@ class PostgresBatch(BatchBase):
             (topic, partition),
         )
         return int(rows[0][0]) if rows else None
-
-    def set_input_offset(self, topic: str, partition: int, next_offset: int) -> None:
-        self._conn.execute(
-            "INSERT INTO input_offsets (topic, partition, next_offset) VALUES (%s, %s, %s)"
-            " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            (topic, partition, next_offset),
-        )
 
     def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]:
         with self._conn.cursor(binary=True) as cur:

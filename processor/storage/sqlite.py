@@ -30,8 +30,6 @@ from processor.core.nids import (
 from processor.errors import CorruptState, StorageError
 from processor.storage.base import (
     EventRecord,
-    InviteRecord,
-    MembershipRecord,
     OutboxRecord,
     RedactionRecord,
     RoomRecord,
@@ -441,23 +439,6 @@ class SqliteBatch(BatchBase):
 
     # -- memberships, invites, redactions --------------------------------------------------
 
-    def _select_membership_rows(
-        self, room_nid: int, target_nids: Sequence[int] | None
-    ) -> list[MembershipRecord]:
-        query = "SELECT room_nid, target_nid, membership, event_nid FROM memberships"
-        if target_nids is None:
-            rows = self._rows(f"{query} WHERE room_nid = ?", (room_nid,))
-        else:
-            rows = []
-            for part in _chunks(list(target_nids)):
-                rows.extend(
-                    self._rows(
-                        f"{query} WHERE room_nid = ? AND target_nid IN ({_marks(len(part))})",
-                        (room_nid, *part),
-                    )
-                )
-        return [MembershipRecord(*row) for row in rows]
-
     def insert_invite(self, room_nid: RoomNID, target_user_id: str, event_nid: EventNID) -> None:
         self._conn.execute(
             "INSERT OR IGNORE INTO invites (event_nid, room_nid, target_user_id) VALUES (?, ?, ?)",
@@ -471,14 +452,6 @@ class SqliteBatch(BatchBase):
             (room_nid, target_user_id),
         )
         return sorted(EventNID(r[0]) for r in rows)
-
-    def select_active_invites(self, target_user_id: str) -> list[InviteRecord]:
-        rows = self._rows(
-            "SELECT room_nid, target_user_id, event_nid, retired FROM invites"
-            " WHERE target_user_id = ? AND NOT retired ORDER BY event_nid",
-            (target_user_id,),
-        )
-        return [InviteRecord(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
     def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]:
         records: list[RedactionRecord] = []
@@ -499,13 +472,6 @@ class SqliteBatch(BatchBase):
             (topic, partition),
         )
         return int(rows[0][0]) if rows else None
-
-    def set_input_offset(self, topic: str, partition: int, next_offset: int) -> None:
-        self._conn.execute(
-            "INSERT INTO input_offsets (topic, partition, next_offset) VALUES (?, ?, ?)"
-            " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            (topic, partition, next_offset),
-        )
 
     def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]:
         rows = self._rows(

@@ -19,6 +19,7 @@ import pytest
 
 from processor.storage import open_store
 from processor.storage.base import Store
+from processor.storage.sqlite import unpack_nids
 
 
 @dataclass
@@ -48,6 +49,18 @@ class StoreUnderTest:
 
     def count(self, table: str) -> int:
         return int(self.sql(f"SELECT count(*) FROM {table}")[0][0])
+
+    def block_nids(self, snapshot_nid: int) -> tuple[int, ...]:
+        """The stored row's block NIDs, in order (SQLite packs the array into a BLOB)."""
+        rows = self.sql(
+            "SELECT block_nids FROM state_snapshots"
+            f" WHERE state_snapshot_nid = {int(snapshot_nid)}"
+        )
+        assert len(rows) == 1, f"no state snapshot {snapshot_nid}"
+        value = rows[0][0]
+        if self.kind == "sqlite":
+            return tuple(unpack_nids(value, "block_nids"))
+        return tuple(value)
 
     def close(self) -> None:
         for other in self._opened:

@@ -1,7 +1,8 @@
 """Storage contract, part 1: numeric IDs, rooms, events, migrations, transactions.
 
-Runs on SQLite and PostgreSQL through the `store` fixture. NID rules are the seed design's
-(design §5): never 0, preassigned well-known types and the empty state key, stable forever.
+Runs on SQLite and PostgreSQL through the `store` fixture. NID rules
+(processor/core/nids.py): never 0, preassigned well-known types and the empty state key,
+stable forever.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def test_an_exception_rolls_the_whole_batch_back(store: StoreUnderTest) -> None:
             current_snapshot_nid=StateSnapshotNID(0),
             last_stream_position=5,
         )
-        batch.set_input_offset("roomserver.input", 0, 10)
+        assert batch.claim_input_offset("roomserver.input", 0, 0, 10)
         batch.append_outbox(0, room.room_id, 1, b"output")
         batch.insert_invite(room.room_nid, "@bob:example.org", EventNID(1))
         add_room(batch, "!other:example.org")
@@ -226,7 +227,7 @@ def test_an_exception_rolls_the_whole_batch_back(store: StoreUnderTest) -> None:
         assert batch.select_room("!other:example.org") is None
         assert batch.select_input_offset("roomserver.input", 0) is None
         assert batch.select_outbox(0, 10) == []
-        assert batch.select_active_invites("@bob:example.org") == []
+    assert store.count("invites") == 0
 
 
 def test_migrate_is_idempotent_and_safe_when_processes_race(store: StoreUnderTest) -> None:

@@ -1,18 +1,36 @@
 """Storage contract, part 3: memberships, invites, redactions, input offsets and the outbox.
 
-Offsets and outbox rows are the exactly-once machinery (design §6): written in the batch's
-transaction, they commit or vanish together with its effects; the outbox is read back in
-commit order per partition and trimmed once relayed.
+Offsets and outbox rows are the exactly-once machinery (README.md, "Delivery is exactly
+once"): written in the batch's transaction, they commit or vanish together with its effects;
+the outbox is read back in commit order per partition and trimmed once relayed. Memberships
+and invites are only written by the processor, so their rows are checked with SQL.
 """
 
 from __future__ import annotations
 
 from processor.core.nids import EventNID, StateKeyNID
+from processor.storage.base import Batch
 from tests.integration.storage.conftest import StoreUnderTest
 from tests.integration.storage.helpers import add_event, add_room
 
 
-def test_memberships(store: StoreUnderTest) -> None:
+def _memberships(store: StoreUnderTest, room_nid: int) -> dict[int, tuple[str, int]]:
+    rows = store.sql(
+        "SELECT target_nid, membership, event_nid FROM memberships"
+        f" WHERE room_nid = {int(room_nid)}"
+    )
+    return {t: (m, e) for t, m, e in rows}
+
+
+def _active_invites(store: StoreUnderTest, user_id: str) -> list[tuple[int, int]]:
+    rows = store.sql(
+        "SELECT room_nid, event_nid FROM invites"
+        f" WHERE target_user_id = '{user_id}' AND NOT retired ORDER BY event_nid"
+    )
+    return [(r, e) for r, e in rows]
+
+
+def test_memberships_last_write_wins(store: StoreUnderTest) -> None:
     alice, bob = StateKeyNID(2001), StateKeyNID(2002)
     with store.store.batch() as batch:
         room = add_room(batch)
@@ -20,24 +38,13 @@ def test_memberships(store: StoreUnderTest) -> None:
         batch.set_membership(room.room_nid, alice, "join", EventNID(10))
         batch.set_membership(room.room_nid, bob, "invite", EventNID(11))
         batch.set_membership(other.room_nid, alice, "ban", EventNID(12))
-        # Visible in the batch that wrote it, last write wins.
+        # Twice in one batch: the last write is the one stored.
         batch.set_membership(room.room_nid, bob, "join", EventNID(13))
-        seen = batch.select_memberships(room.room_nid)
-        assert {t: (m.membership, m.event_nid) for t, m in seen.items()} == {
-            alice: ("join", 10),
-            bob: ("join", 13),
-        }
-    with store.store.batch() as batch:
+    assert _memberships(store, room.room_nid) == {alice: ("join", 10), bob: ("join", 13)}
+    with store.store.batch() as batch:  # over a stored row: replaced
         batch.set_membership(room.room_nid, alice, "leave", EventNID(14))
-    with store.reopen().batch() as batch:
-        found = batch.select_memberships(room.room_nid)
-        assert {t: (m.membership, m.event_nid) for t, m in found.items()} == {
-            alice: ("leave", 14),
-            bob: ("join", 13),
-        }
-        only_bob = batch.select_memberships(room.room_nid, [bob])
-        assert list(only_bob) == [bob]
-        assert batch.select_memberships(other.room_nid)[alice].membership == "ban"
+    assert _memberships(store, room.room_nid) == {alice: ("leave", 14), bob: ("join", 13)}
+    assert _memberships(store, other.room_nid) == {alice: ("ban", 12)}
 
 
 def test_invites_are_retired_once(store: StoreUnderTest) -> None:
@@ -48,44 +55,47 @@ def test_invites_are_retired_once(store: StoreUnderTest) -> None:
         batch.insert_invite(room.room_nid, "@bob:example.org", EventNID(21))
         batch.insert_invite(other.room_nid, "@bob:example.org", EventNID(22))
         batch.insert_invite(room.room_nid, "@carol:example.org", EventNID(23))
+        batch.insert_invite(room.room_nid, "@carol:example.org", EventNID(23))  # no-op
+    assert _active_invites(store, "@bob:example.org") == [
+        (room.room_nid, 20),
+        (room.room_nid, 21),
+        (other.room_nid, 22),
+    ]
     with store.store.batch() as batch:
-        active = batch.select_active_invites("@bob:example.org")
-        assert [(i.room_nid, i.event_nid) for i in active] == [
-            (room.room_nid, 20),
-            (room.room_nid, 21),
-            (other.room_nid, 22),
-        ]
         assert batch.retire_invites(room.room_nid, "@bob:example.org") == [20, 21]
         assert batch.retire_invites(room.room_nid, "@bob:example.org") == []
     with store.reopen().batch() as batch:
-        assert [i.event_nid for i in batch.select_active_invites("@bob:example.org")] == [22]
-        assert [i.event_nid for i in batch.select_active_invites("@carol:example.org")] == [23]
+        assert batch.retire_invites(room.room_nid, "@nobody:example.org") == []
+    assert _active_invites(store, "@bob:example.org") == [(other.room_nid, 22)]
+    assert _active_invites(store, "@carol:example.org") == [(room.room_nid, 23)]
+
+
+def _pending(batch: Batch, targets: list[str]) -> dict[str, list[int]]:
+    _, redactions = batch.select_prefetch([], targets)
+    return {t: [r.redaction_event_nid for r in rs] for t, rs in redactions.items()}
 
 
 def test_pending_redactions(store: StoreUnderTest) -> None:
     with store.store.batch() as batch:
-        batch.insert_redaction(EventNID(30), "$target", False)
         batch.insert_redaction(EventNID(31), "$target", False)
+        batch.insert_redaction(EventNID(30), "$target", False)
         batch.insert_redaction(EventNID(32), "$elsewhere", True)
     with store.store.batch() as batch:
-        pending = batch.select_pending_redactions(["$target", "$elsewhere", "$none"])
-        assert list(pending) == ["$target"]
-        assert [r.redaction_event_nid for r in pending["$target"]] == [30, 31]
-        # Re-inserting a redaction once checked updates it (the processor does this).
+        # Not yet validated ones only, oldest (lowest NID) first.
+        assert _pending(batch, ["$target", "$elsewhere", "$none"]) == {"$target": [30, 31]}
+        # Re-inserting a redaction once checked validates it (the processor does this).
         batch.insert_redaction(EventNID(30), "$target", True)
-        batch.mark_redaction_validated(EventNID(31))
+        assert _pending(batch, ["$target"]) == {"$target": [31]}  # seen before the commit
     with store.reopen().batch() as batch:
-        assert batch.select_pending_redactions(["$target"]) == {}
-        # A redaction written in this batch counts, and validating it before the batch
+        assert _pending(batch, ["$target"]) == {"$target": [31]}
+        # Redactions written in this batch count, and validating one before the batch
         # writes it sticks.
         batch.insert_redaction(EventNID(33), "$later", False)
         batch.insert_redaction(EventNID(34), "$later", False)
-        batch.mark_redaction_validated(EventNID(34))
-        assert [r.redaction_event_nid for r in batch.select_pending_redactions(["$later"])[
-            "$later"]] == [33]
+        batch.insert_redaction(EventNID(34), "$later", True)
+        assert _pending(batch, ["$later"]) == {"$later": [33]}
     with store.reopen().batch() as batch:
-        assert [r.redaction_event_nid for r in batch.select_pending_redactions(["$later"])[
-            "$later"]] == [33]
+        assert _pending(batch, ["$later", "$target"]) == {"$later": [33], "$target": [31]}
 
 
 def test_prefetch_reads_events_and_pending_redactions_at_once(store: StoreUnderTest) -> None:
@@ -109,17 +119,20 @@ def test_prefetch_reads_events_and_pending_redactions_at_once(store: StoreUnderT
         assert batch.select_prefetch([], []) == ({}, {})
 
 
-def test_input_offsets(store: StoreUnderTest) -> None:
+def test_input_offsets_move_by_compare_and_set(store: StoreUnderTest) -> None:
+    topic = "roomserver.input"
     with store.store.batch() as batch:
-        assert batch.select_input_offset("roomserver.input", 0) is None
-        batch.set_input_offset("roomserver.input", 0, 100)
-        batch.set_input_offset("roomserver.input", 1, 7)
-        assert batch.select_input_offset("roomserver.input", 0) == 100
+        assert batch.select_input_offset(topic, 0) is None
+        assert batch.claim_input_offset(topic, 0, 0, 100)  # 0 = none stored yet
+        assert batch.claim_input_offset(topic, 1, 0, 7)
+        assert batch.select_input_offset(topic, 0) == 100  # seen before the commit
     with store.store.batch() as batch:
-        batch.set_input_offset("roomserver.input", 0, 250)
+        assert not batch.claim_input_offset(topic, 0, 0, 5)  # a row exists: no longer 0
+        assert not batch.claim_input_offset(topic, 0, 99, 250)  # another owner moved it
+        assert batch.claim_input_offset(topic, 0, 100, 250)
     with store.reopen().batch() as batch:
-        assert batch.select_input_offset("roomserver.input", 0) == 250
-        assert batch.select_input_offset("roomserver.input", 1) == 7
+        assert batch.select_input_offset(topic, 0) == 250
+        assert batch.select_input_offset(topic, 1) == 7
         assert batch.select_input_offset("other.topic", 0) is None
 
 

@@ -1,4 +1,5 @@
-"""Storage contract, part 2: state snapshots made of content-addressed blocks (design §5).
+"""Storage contract, part 2: state snapshots made of content-addressed blocks
+(processor/storage/README.md, "State").
 
 Both backends: a snapshot round-trips; identical blocks and snapshots are stored once; a
 snapshot with a base shares the base's blocks; the 64-block limit re-blocks; lookups by key
@@ -71,10 +72,10 @@ def test_a_state_change_adds_one_small_block(store: StoreUnderTest) -> None:
         assert snapshot != base
         # Unchanged state with a base is the base itself.
         assert batch.store_state(room.room_nid, after, base_snapshot_nid=snapshot) == snapshot
-        base_blocks = batch.snapshot_block_nids(base)
-        new_blocks = batch.snapshot_block_nids(snapshot)
-        assert new_blocks[: len(base_blocks)] == base_blocks
-        assert len(new_blocks) == len(base_blocks) + 1
+    base_blocks = store.block_nids(base)
+    new_blocks = store.block_nids(snapshot)
+    assert new_blocks[: len(base_blocks)] == base_blocks
+    assert len(new_blocks) == len(base_blocks) + 1
     assert store.count("state_blocks") == blocks_before + 1
     with store.reopen().batch() as batch:
         assert batch.load_state(snapshot) == after
@@ -120,7 +121,7 @@ def test_many_changes_stay_within_64_blocks_and_keep_sharing(store: StoreUnderTe
                 state[target] = nid
                 snapshot = batch.store_state_delta(room.room_nid, snapshot, {target: nid})
                 history.append((snapshot, dict(state)))
-                assert len(batch.snapshot_block_nids(snapshot)) <= MAX_BLOCKS
+    assert all(len(store.block_nids(snap)) <= MAX_BLOCKS for snap, _ in history)
     entries_written = sum(
         int(n) for (n,) in store.sql("SELECT entry_count FROM state_blocks")
     )
@@ -130,7 +131,7 @@ def test_many_changes_stay_within_64_blocks_and_keep_sharing(store: StoreUnderTe
     with store.reopen().batch() as batch:
         for snap, expected in history[:: 37] + history[-3:]:
             assert batch.load_state(snap) == expected
-            chunk_sets.add(batch.snapshot_block_nids(snap)[:3])
+            chunk_sets.add(store.block_nids(snap)[:3])
     assert len(chunk_sets) > 1  # the deltas were folded into new chunks at least once
 
 
@@ -186,7 +187,7 @@ def test_snapshot_naming_a_missing_block_is_corrupt_state(store: StoreUnderTest)
         room = add_room(batch)
         state = member_events(batch, room.room_nid, 50)
         snapshot = batch.store_state(room.room_nid, state)
-        block = batch.snapshot_block_nids(snapshot)[0]
+    block = store.block_nids(snapshot)[0]
     store.sql(f"DELETE FROM state_blocks WHERE state_block_nid = {block}")
     message = rf"snapshot {snapshot} names .*{block}"
     with store.reopen().batch() as batch, pytest.raises(CorruptState, match=message):
@@ -197,7 +198,7 @@ def test_unreadable_block_is_corrupt_state(store: StoreUnderTest) -> None:
     with store.store.batch() as batch:
         room = add_room(batch)
         snapshot = batch.store_state(room.room_nid, member_events(batch, room.room_nid, 5))
-        block = batch.snapshot_block_nids(snapshot)[0]
+    block = store.block_nids(snapshot)[0]
     garbage = "x'07'" if store.kind == "sqlite" else "'\\x07'::bytea"
     store.sql(f"UPDATE state_blocks SET data = {garbage} WHERE state_block_nid = {block}")
     message = f"state block {block} is unreadable"
