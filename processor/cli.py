@@ -46,6 +46,22 @@ _SETTING_FLAGS: dict[str, tuple[str, str, type, str]] = {
         "--max-message-bytes", "max_produce_bytes", int,
         "largest input message to send (ROOMSERVER_MAX_PRODUCE_BYTES)",
     ),
+    "query_host": (
+        "--host", "query_host", str, "address to listen on (ROOMSERVER_QUERY_HOST)"
+    ),
+    "query_port": ("--port", "query_port", int, "port to listen on (ROOMSERVER_QUERY_PORT)"),
+    "query_workers": (
+        "--workers", "query_workers", int,
+        "worker processes, about one per core (ROOMSERVER_QUERY_WORKERS)",
+    ),
+    "query_max_connections": (
+        "--max-connections", "query_max_connections", int,
+        "database connections per worker (ROOMSERVER_QUERY_MAX_CONNECTIONS)",
+    ),
+    "query_read_only": (
+        "--read-only", "query_read_only", int,
+        "1: no migrations, no alias writes, for a read replica (ROOMSERVER_QUERY_READ_ONLY)",
+    ),
 }
 
 
@@ -198,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-events", action="store_true", help="one line per event of the room"
     )
 
+    kafka_command(
+        "serve",
+        "the query API over HTTP (JSON): latest events and state, state after events, "
+        "events, auth chains, memberships, invites, history visibility, missing events, "
+        "state and auth chain, backfill, room versions, aliases; /health, /metrics, "
+        "/openapi.json. DATABASE_URL may also be an SQLite file (the embedded mode)",
+    )
+    _add_query_command(sub)
+
     try:
         from processor.generate import add_generate_command
 
@@ -205,6 +230,42 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the generator is optional at import time
         pass
     return parser
+
+
+def _add_query_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """`roomserver query NAME [JSON]`: one subcommand per query API endpoint."""
+    from processor.query.commands import command_names
+    from schemas.query import ENDPOINTS
+
+    query = sub.add_parser(
+        "query",
+        help="answer one query API request from a database (as serve would)",
+        description="Answer one request of the query API (the same code as `roomserver "
+        "serve`) and print the JSON response; an error is one line on stderr (status 4 "
+        "for not found, 1 otherwise).",
+    )
+    actions = query.add_subparsers(
+        dest="query_command", metavar="QUERY", required=True,
+        help="which query (QUERY --help: its request)",
+    )
+    for command, name in command_names().items():
+        request = ENDPOINTS[name][0]
+        doc = (request.__doc__ or "").strip().splitlines() if request is not None else []
+        text = doc[0] if doc else f"the {name} query"
+        action = actions.add_parser(command, help=text, description=text)
+        action.add_argument(
+            "--database",
+            default="roomserver.db",
+            help="as for ingest; opened read-only unless the query changes aliases",
+        )
+        if request is not None:
+            fields = ", ".join(request.__struct_fields__)
+            action.add_argument(
+                "request", nargs="?", default="-",
+                help=f"the request as a JSON object ({fields}), or - for standard input",
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +309,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _ingest(args)
     if command == "state":
         return _state(args)
+    if command == "query":
+        return _query(args)
     if command == "generate":
         from processor.generate import run_generate
 
@@ -268,6 +331,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(commands.tail(settings, args.from_beginning, args.limit))
     if command == "dlq":
         return _dlq(args, settings)
+    if command == "serve":
+        from processor.query.commands import serve
+
+        return serve(settings)
     if command == "rebuild":
         if not settings.database_url:
             raise ConfigError("DATABASE_URL is not set (or pass --database-url)")
@@ -403,6 +470,24 @@ def _state(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from processor.query.commands import command_names, run_query
+
+    name = command_names()[args.query_command]
+    raw = getattr(args, "request", None)
+    if raw is None:
+        body = b""
+    elif raw == "-":
+        body = sys.stdin.buffer.read()
+    else:
+        body = _utf8_argument("request", raw).encode()
+    database = _utf8_argument("--database", args.database)
+    return run_query(
+        database, name, body, sys.stdout, read_only=not name.startswith(("alias/set",
+                                                                         "alias/remove"))
+    )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,13 @@ class Settings:
     #: The largest input message `produce` sends (its producer's max_request_size, less the
     #: record overhead). Kafka's own default is 1 MiB; the local broker takes 10 MiB.
     max_produce_bytes: int = 1_048_576
+    #: `serve`: where the query API listens, its worker processes, its database connections
+    #: per worker, and 1 = refuse alias writes (a read replica).
+    query_host: str = "127.0.0.1"
+    query_port: int = 8780
+    query_workers: int = 1
+    query_max_connections: int = 8
+    query_read_only: int = 0
 
 
 #: The commands that read settings (the others take flags only).
@@ -123,6 +130,7 @@ SETTINGS: tuple[SettingInfo, ...] = (
         "database_url", "DATABASE_URL",
         "PostgreSQL URL, e.g. postgresql://roomserver@db:5432/roomserver"
         "?sslmode=verify-full&sslrootcert=ca.pem (a password in it is never printed)",
+        _SERVICE | {"serve"},
     ),
     SettingInfo("batch_size", "ROOMSERVER_BATCH_SIZE", "max input messages per transaction"),
     SettingInfo(
@@ -148,6 +156,25 @@ SETTINGS: tuple[SettingInfo, ...] = (
         "largest input message produce and dlq replay send (the broker's "
         "message.max.bytes must allow it)",
         frozenset({"produce", "dlq"}),
+    ),
+    SettingInfo(
+        "query_host", "ROOMSERVER_QUERY_HOST", "address the query API listens on",
+        frozenset({"serve"}),
+    ),
+    SettingInfo(
+        "query_port", "ROOMSERVER_QUERY_PORT", "port of the query API", frozenset({"serve"})
+    ),
+    SettingInfo(
+        "query_workers", "ROOMSERVER_QUERY_WORKERS",
+        "query API worker processes (about one per core)", frozenset({"serve"}),
+    ),
+    SettingInfo(
+        "query_max_connections", "ROOMSERVER_QUERY_MAX_CONNECTIONS",
+        "database connections per query API worker", frozenset({"serve"}),
+    ),
+    SettingInfo(
+        "query_read_only", "ROOMSERVER_QUERY_READ_ONLY",
+        "1: no migrations, no alias writes (a read replica)", frozenset({"serve"}),
     ),
 )
 

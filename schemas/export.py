@@ -19,6 +19,7 @@ from schemas.dead_letter import DeadLetter
 from schemas.input import InputRoomEvent
 from schemas.output import OutputEvent
 from schemas.pdu import PduV1, PduV3, PduV11, PduV12
+from schemas.query import ENDPOINTS, QueryErrorBody, path_of
 
 __all__ = ["DEFAULT_DIRECTORY", "MESSAGES", "render", "write_all"]
 
@@ -46,6 +47,18 @@ MESSAGES: dict[str, tuple[Any, str, str]] = {
     "pdu_v11": (PduV11, "PDU (room version 11)", "A room event in the v11 format."),
     "pdu_v12": (PduV12, "PDU (room version 12)", "A room event in the v12 format."),
 }
+
+# The query API (`roomserver serve`): each endpoint's request and response, and the error.
+MESSAGES["query_error"] = (QueryErrorBody, "QueryErrorBody", "An error of the query API.")
+for _name, (_request, _response) in ENDPOINTS.items():
+    _stem = "query_" + _name.replace("/", "_")
+    if _request is not None:
+        MESSAGES[_stem + "_request"] = (
+            _request, _request.__name__, f"The request of {path_of(_name)} (query API)."
+        )
+    MESSAGES[_stem + "_response"] = (
+        _response, _response.__name__, f"The response of {path_of(_name)} (query API)."
+    )
 
 
 def render(stem: str) -> str:

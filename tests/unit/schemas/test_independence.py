@@ -9,7 +9,7 @@ import sys
 CHECK = """
 import sys
 import schemas, schemas.codecs, schemas.dead_letter, schemas.errors, schemas.export
-import schemas.input, schemas.output, schemas.pdu
+import schemas.input, schemas.output, schemas.pdu, schemas.query, schemas.client
 leaked = sorted(m for m in sys.modules if m == "processor" or m.startswith("processor."))
 assert not leaked, leaked
 """
