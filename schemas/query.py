@@ -196,7 +196,8 @@ class MembershipForUserResponse(_Response):
     membership: str | None
     event_id: str | None = None
     joined: bool = False
-    pdu: msgspec.Raw | None = None
+    #: The member event (JSON null when there is none: msgspec cannot decode Raw | None).
+    pdu: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class MembershipsForRoomRequest(_Request):

@@ -38,6 +38,7 @@ from processor.query.reads import (
     event_ids_of,
     load_skeletons,
     memberships_of,
+    prefetch_ancestors,
     room_of,
     servers_of_keys,
     skeletons_by_id,
@@ -411,6 +412,7 @@ class QueryEngine:
         """Breadth-first over prev events from `starts`, at most `limit` events, never into
         `stop` or below `min_depth`, never out of the room."""
         picked: dict[EventNID, Skeleton] = {}
+        prefetch_ancestors(tx, self.caches, [s.nid for s in starts], limit)
         seen: set[EventNID] = set(stop) | {s.nid for s in starts}
         queue: deque[Skeleton] = deque()
         if include_starts:

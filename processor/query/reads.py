@@ -117,6 +117,28 @@ def load_skeletons(
     return found
 
 
+def prefetch_ancestors(
+    tx: ReadTx, caches: QueryCaches, nids: Collection[int], levels: int
+) -> None:
+    """Load into the cache the skeletons of the ancestors of `nids` through prev events, up
+    to `levels` generations, in ONE round trip (PostgreSQL; a recursive query over the prev
+    event arrays), so a breadth-first walk of `levels` steps costs no round trip per step.
+    SQLite reads are local calls: nothing to save there."""
+    if tx.kind != "postgresql" or not nids or levels < 1:
+        return
+    rows = tx.rows(
+        "WITH RECURSIVE walk(nid, lvl) AS ("
+        " SELECT unnest(prev_event_nids), 1 FROM events WHERE event_nid = ANY(%s::bigint[])"
+        " UNION"
+        " SELECT unnest(e.prev_event_nids), w.lvl + 1 FROM events e"
+        "  JOIN walk w ON e.event_nid = w.nid WHERE w.lvl < %s)"
+        f" SELECT {_SKELETON_COLUMNS} FROM events"
+        " WHERE event_nid IN (SELECT nid FROM walk)",
+        (list(nids), levels),
+    )
+    _remember(caches, (_skeleton(r, False) for r in rows))
+
+
 def skeletons_by_id(
     tx: ReadTx, caches: QueryCaches, event_ids: Collection[str]
 ) -> dict[str, Skeleton]:
