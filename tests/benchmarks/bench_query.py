@@ -179,10 +179,11 @@ def main() -> int:
     if args.database:
         url = args.database
     else:
+        assert server_url is not None
         name = f"bench_query_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        url = server_url.rsplit("/", 1)[0] + "/" + name  # type: ignore[union-attr]
+        url = server_url.rsplit("/", 1)[0] + "/" + name
         store = open_store(url)
         started = time.perf_counter()
         try:
