@@ -140,6 +140,10 @@ class StoreCaches:
         self.key_names: LRU[int, str] = LRU(name_cache)
         #: Room records by NID, for their immutable part (room ID, version) only.
         self.room_identities: LRU[RoomNID, RoomRecord] = LRU(name_cache)
+        #: Snapshot NIDs a batch handed out for content another batch stored first -> the
+        #: stored snapshot's NID (`processor.storage.state`). Never evicted: callers may
+        #: still hold such a NID; a race lost, so a handful per process.
+        self.snapshot_aliases: dict[StateSnapshotNID, StateSnapshotNID] = {}
         #: Composed full states of recent snapshots (each a dict of up to ~100k entries).
         self.states: LRU[StateSnapshotNID, Mapping[StateKeyTuple, EventNID]] = LRU(
             composed_states
@@ -166,6 +170,20 @@ class StoreCaches:
                 self.snapshots.put(meta.snapshot_nid, meta)
                 if snapshot_hash:
                     self.snapshot_nids_by_hash.put(snapshot_hash, meta.snapshot_nid)
+
+    def add_snapshot_aliases(
+        self,
+        aliases: Mapping[StateSnapshotNID, StateSnapshotNID],
+        nids_by_hash: Mapping[bytes, StateSnapshotNID],
+    ) -> None:
+        """`aliases`: handed-out NID -> stored NID; `nids_by_hash`: the hashes of a batch's
+        snapshots (only those of stored NIDs are kept)."""
+        stored = set(aliases.values())
+        with self.lock:
+            self.snapshot_aliases.update(aliases)
+            for snapshot_hash, nid in nids_by_hash.items():
+                if nid in stored:
+                    self.snapshot_nids_by_hash.put(snapshot_hash, nid)
 
     def add_states(
         self, states: Iterable[tuple[StateSnapshotNID, Mapping[StateKeyTuple, EventNID]]]

@@ -1,10 +1,11 @@
 """The PostgreSQL backend (psycopg 3): one transaction per batch, bulk writes at commit.
 
 Round trips per batch: NIDs are reserved from sequences in bulk (`nextval` over
-`generate_series`, kept in a per-store pool shared by all threads); a batch's events, event
-JSON, state blocks, snapshots and outbox rows are written with binary COPY, memberships with
-one `unnest` upsert, room updates in one pipelined `executemany`. Reads fetch what the caches
-lack in one statement each (`= ANY(array)`), binary results for state blocks.
+`generate_series`, kept in a per-store pool shared by all threads); at commit, new state
+blocks and snapshots go in one pipelined round trip, then a batch's events, event JSON and
+outbox rows with binary COPY (or, for a small batch, every row in one pipelined round trip of
+INSERTs), memberships and room updates with `executemany`. Reads fetch what the caches lack
+in one statement each (`= ANY(array)`), binary results for events, state and the outbox.
 
 psycopg errors are converted to `StorageError` at this boundary.
 """
@@ -24,23 +25,17 @@ from psycopg_pool import ConnectionPool
 from processor.core.nids import (
     PREASSIGNED_EVENT_TYPE_NIDS,
     PREASSIGNED_STATE_KEY_NIDS,
-    EventNID,
-    RoomNID,
     StateBlockNID,
     StateSnapshotNID,
 )
-from processor.core.state_blocks import encode_block
 from processor.errors import StorageError
-from processor.storage.base import (
-    EventRecord,
-    OutboxRecord,
-    RedactionRecord,
-    RoomRecord,
-)
+from processor.storage.base import EventRecord, RedactionRecord
+from processor.storage.batch import BatchBase, TableRows
+from processor.storage.batch_core import NidKind
 from processor.storage.caches import SnapshotMeta, StoreCaches
-from processor.storage.common import BatchBase, NameKind, NidKind, PendingWrites
 from processor.storage.lock_watch import DEFAULT_STALE_LOCK_SECONDS, StaleLockBreaker
 from processor.storage.schema import check_preassigned, load_migrations
+from processor.storage.tables import EVENT_COLUMNS, NameKind, event_record
 
 __all__ = ["PostgresBatch", "PostgresStore"]
 
@@ -54,58 +49,6 @@ _SEQUENCES = {
 }
 #: How many NIDs one reservation round trip fetches (unused ones are simply skipped).
 _RESERVE = {NidKind.EVENT: 2000, NidKind.STATE_BLOCK: 200, NidKind.STATE_SNAPSHOT: 200}
-
-_NAME_COLUMNS = {
-    NameKind.EVENT_TYPE: ("event_types", "event_type_nid", "event_type"),
-    NameKind.STATE_KEY: ("state_keys", "state_key_nid", "state_key"),
-}
-
-_EVENT_COLUMNS = (
-    "e.event_nid, e.event_id, e.room_nid, e.event_type_nid, e.state_key_nid, e.depth, "
-    "e.outlier, e.rejected, e.rejection_reason, e.state_snapshot_nid, e.auth_event_nids, "
-    "e.prev_event_nids, j.json, e.redacted"
-)
-_ROOM_COLUMNS = (
-    "room_nid, room_id, room_version, forward_extremities, current_snapshot_nid, "
-    "last_stream_position, last_sent_event_id"
-)
-
-
-_SELECT_REDACTIONS = (
-    "SELECT redaction_event_nid, redacts_event_id, validated FROM redactions"
-    " WHERE redacts_event_id = ANY(%s::text[]) ORDER BY redaction_event_nid"
-)
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(
-        event_nid=row[0],
-        event_id=row[1],
-        room_nid=row[2],
-        type_nid=row[3],
-        state_key_nid=row[4],
-        depth=row[5],
-        outlier=row[6],
-        rejected=row[7],
-        rejection_reason=row[8],
-        state_snapshot_nid=row[9],
-        auth_event_nids=tuple(row[10]),
-        prev_event_nids=tuple(row[11]),
-        json=bytes(row[12]),
-        redacted=row[13],
-    )
-
-
-def _room(row: tuple[Any, ...]) -> RoomRecord:
-    return RoomRecord(
-        room_nid=row[0],
-        room_id=row[1],
-        room_version=row[2],
-        forward_extremities=tuple(row[3]),
-        current_snapshot_nid=row[4],
-        last_stream_position=row[5],
-        last_sent_event_id=row[6],
-    )
 
 
 class PostgresStore:
@@ -241,21 +184,69 @@ class PostgresBatch(BatchBase):
 
     PARAM = "%s"
 
-    def _rows(self, query: str | sql.Composed, params: Sequence[Any] = ()) -> list[Any]:
-        return self._conn.execute(query, params).fetchall()
+    # -- primitives ------------------------------------------------------------------------
+
+    def _rows(self, query: str, params: Sequence[Any] = (), *, binary: bool = False) -> list[Any]:
+        if not binary:
+            return self._conn.execute(query, params).fetchall()
+        with self._conn.cursor(binary=True) as cur:
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    def _select_in(
+        self,
+        template: str,
+        values: Sequence[Any],
+        sql_type: str,
+        params: Sequence[Any] = (),
+        *,
+        binary: bool = False,
+    ) -> list[Any]:
+        query = template.format(p="%s", values=f"= ANY(%s::{sql_type}[])")
+        return self._rows(query, (*params, list(values)), binary=binary)
+
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(query, params).rowcount
 
     def _execute_many(self, query: str, rows: Sequence[Sequence[Any]]) -> int:
         with self._conn.cursor() as cur:
             cur.executemany(query, rows)
             return cur.rowcount
 
-    def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
-        return self._conn.execute(query, params).rowcount
+    def _execute_together(
+        self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]
+    ) -> list[int]:
+        conn = self._conn
+        cursors = [conn.cursor() for _ in statements]
+        try:
+            with conn.pipeline():
+                for cur, (query, rows) in zip(cursors, statements, strict=True):
+                    if rows:
+                        cur.executemany(query, rows)
+            # Row counts are known once the pipeline has synced.
+            return [
+                cur.rowcount if rows else 0
+                for cur, (_, rows) in zip(cursors, statements, strict=True)
+            ]
+        finally:
+            for cur in cursors:
+                cur.close()
 
-    # -- NIDs ------------------------------------------------------------------------------
+    def _nid_array(self, nids: Iterable[int]) -> list[int]:
+        return list(nids)
+
+    def _nid_tuple(
+        self, value: Any, owner_kind: str, owner: object, column: str
+    ) -> tuple[Any, ...]:
+        return tuple(value)  # psycopg reads bigint[] as a list
+
+    def _reserve_nids(self, kind: NidKind, count: int) -> list[int]:
+        return self._store.reserve_nids(self._conn, kind, count)
+
+    # -- names -----------------------------------------------------------------------------
 
     def _assign_names(self, kind: NameKind, names: list[str]) -> dict[str, int]:
-        table, nid_col, name_col = (sql.Identifier(x) for x in _NAME_COLUMNS[kind])
+        table, nid_col, name_col = (sql.Identifier(x) for x in kind.value)
         # Rows inserted by the CTE are invisible to the second SELECT (same snapshot), so the
         # UNION returns each name once; ORDER BY keeps concurrent inserters deadlock-free.
         query = sql.SQL(
@@ -283,44 +274,7 @@ class PostgresBatch(BatchBase):
                 found.update(dict(conn.execute(select, (missing,)).fetchall()))
         return found
 
-    def _select_nids_by_name(self, kind: NameKind, names: list[str]) -> dict[str, int]:
-        table, nid_col, name_col = (sql.Identifier(x) for x in _NAME_COLUMNS[kind])
-        query = sql.SQL("SELECT {n}, {i} FROM {t} WHERE {n} = ANY(%s::text[])").format(
-            t=table, n=name_col, i=nid_col
-        )
-        return dict(self._rows(query, (names,)))
-
-    def _select_names_by_nid(self, kind: NameKind, nids: list[int]) -> dict[int, str]:
-        table, nid_col, name_col = (sql.Identifier(x) for x in _NAME_COLUMNS[kind])
-        query = sql.SQL("SELECT {i}, {n} FROM {t} WHERE {i} = ANY(%s::bigint[])").format(
-            t=table, n=name_col, i=nid_col
-        )
-        return dict(self._rows(query, (nids,)))
-
-    def _reserve_nids(self, kind: NidKind, count: int) -> list[int]:
-        return self._store.reserve_nids(self._conn, kind, count)
-
-    # -- rooms -----------------------------------------------------------------------------
-
-    def _select_room_row(
-        self, *, room_id: str | None = None, room_nid: int | None = None
-    ) -> RoomRecord | None:
-        if room_id is not None:
-            rows = self._rows(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE room_id = %s", (room_id,))
-        else:
-            rows = self._rows(
-                f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE room_nid = %s", (room_nid,)
-            )
-        return _room(rows[0]) if rows else None
-
-    def _insert_room_row(self, room_id: str, version_id: str) -> RoomRecord:
-        rows = self._rows(
-            f"INSERT INTO rooms (room_id, room_version) VALUES (%s, %s) RETURNING {_ROOM_COLUMNS}",
-            (room_id, version_id),
-        )
-        return _room(rows[0])
-
-    # -- events ----------------------------------------------------------------------------
+    # -- reads in one round trip -----------------------------------------------------------
 
     def _select_prefetch_rows(
         self, event_ids: list[str], redacts_event_ids: list[str]
@@ -330,54 +284,22 @@ class PostgresBatch(BatchBase):
         with conn.pipeline(), conn.cursor(binary=True) as events, conn.cursor() as redactions:
             if event_ids:
                 events.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events e"
+                    f"SELECT {EVENT_COLUMNS} FROM events e"
                     " JOIN event_json j ON j.event_nid = e.event_nid"
                     " WHERE e.event_id = ANY(%s::text[])",
                     (event_ids,),
                 )
-            redactions.execute(_SELECT_REDACTIONS, (redacts_event_ids,))
-            event_rows = [_event(row) for row in events.fetchall()] if event_ids else []
-            return event_rows, [RedactionRecord(*row) for row in redactions.fetchall()]
-
-    def _select_event_rows(
-        self, *, event_ids: list[str] | None = None, nids: list[int] | None = None
-    ) -> list[EventRecord]:
-        where, arg = ("e.event_id = ANY(%s::text[])", event_ids) if event_ids is not None else (
-            "e.event_nid = ANY(%s::bigint[])",
-            nids,
-        )
-        with self._conn.cursor(binary=True) as cur:
-            cur.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e"
-                f" JOIN event_json j ON j.event_nid = e.event_nid WHERE {where}",
-                (arg,),
+            redactions.execute(
+                "SELECT redaction_event_nid, redacts_event_id, validated FROM redactions"
+                " WHERE redacts_event_id = ANY(%s::text[])",
+                (redacts_event_ids,),
             )
-            return [_event(row) for row in cur.fetchall()]
-
-    def _update_event_row(
-        self,
-        event_nid: int,
-        *,
-        outlier: bool | None,
-        state_snapshot_nid: int | None,
-        rejected: bool | None,
-        rejection_reason: str | None,
-        prev_event_nids: Sequence[int] | None,
-    ) -> int:
-        cur = self._conn.execute(
-            "UPDATE events SET outlier = coalesce(%s, outlier),"
-            " state_snapshot_nid = coalesce(%s, state_snapshot_nid),"
-            " rejected = coalesce(%s, rejected),"
-            " rejection_reason = coalesce(%s, rejection_reason),"
-            " prev_event_nids = coalesce(%s, prev_event_nids) WHERE event_nid = %s",
-            (
-                outlier, state_snapshot_nid, rejected, rejection_reason,
-                prev_event_nids, event_nid,
-            ),
-        )
-        return cur.rowcount
-
-    # -- state -----------------------------------------------------------------------------
+            event_rows = (
+                [event_record(row, self._nid_tuple) for row in events.fetchall()]
+                if event_ids
+                else []
+            )
+            return event_rows, [RedactionRecord(*row) for row in redactions.fetchall()]
 
     def _fetch_state(
         self, snapshot_nids: Sequence[int], block_nids: Sequence[int]
@@ -414,132 +336,37 @@ class PostgresBatch(BatchBase):
     def _lookup_state_hashes(
         self, block_hashes: list[bytes], snapshot_hashes: list[bytes]
     ) -> tuple[dict[bytes, int], dict[bytes, int]]:
-        with self._conn.cursor(binary=True) as cur:
-            cur.execute(
-                "SELECT 0, hash, state_block_nid FROM state_blocks WHERE hash = ANY(%s::bytea[])"
-                " UNION ALL SELECT 1, hash, state_snapshot_nid FROM state_snapshots"
-                " WHERE hash = ANY(%s::bytea[])",
-                (block_hashes, snapshot_hashes),
-            )
-            rows = cur.fetchall()
+        rows = self._rows(
+            "SELECT 0, hash, state_block_nid FROM state_blocks WHERE hash = ANY(%s::bytea[])"
+            " UNION ALL SELECT 1, hash, state_snapshot_nid FROM state_snapshots"
+            " WHERE hash = ANY(%s::bytea[])",
+            (block_hashes, snapshot_hashes),
+            binary=True,
+        )
         found: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})
         for kind, digest, nid in rows:
             found[kind][bytes(digest)] = nid
         return found
 
-    # -- memberships, invites, redactions --------------------------------------------------
-
-    def insert_invite(self, room_nid: RoomNID, target_user_id: str, event_nid: EventNID) -> None:
-        self._conn.execute(
-            "INSERT INTO invites (event_nid, room_nid, target_user_id) VALUES (%s, %s, %s)"
-            " ON CONFLICT (event_nid) DO NOTHING",
-            (event_nid, room_nid, target_user_id),
-        )
-
-    def retire_invites(self, room_nid: RoomNID, target_user_id: str) -> list[EventNID]:
-        rows = self._rows(
-            "UPDATE invites SET retired = true"
-            " WHERE room_nid = %s AND target_user_id = %s AND NOT retired RETURNING event_nid",
-            (room_nid, target_user_id),
-        )
-        return sorted(EventNID(r[0]) for r in rows)
-
-    def _select_redaction_rows(self, redacts_event_ids: list[str]) -> list[RedactionRecord]:
-        rows = self._rows(_SELECT_REDACTIONS, (redacts_event_ids,))
-        return [RedactionRecord(*row) for row in rows]
-
-    # -- bookkeeping -----------------------------------------------------------------------
-
-    def select_input_offset(self, topic: str, partition: int) -> int | None:
-        rows = self._rows(
-            "SELECT next_offset FROM input_offsets WHERE topic = %s AND partition = %s",
-            (topic, partition),
-        )
-        return int(rows[0][0]) if rows else None
-
-    def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]:
-        with self._conn.cursor(binary=True) as cur:
-            cur.execute(
-                "SELECT seq, room_id, stream_position, payload FROM outbox"
-                " WHERE partition = %s ORDER BY seq LIMIT %s",
-                (partition, limit),
-            )
-            return [OutboxRecord(s, r, p, bytes(b)) for s, r, p, b in cur.fetchall()]
-
-    def delete_outbox(self, partition: int, up_to_seq: int) -> None:
-        self._conn.execute(
-            "DELETE FROM outbox WHERE partition = %s AND seq <= %s", (partition, up_to_seq)
-        )
-
     # -- commit ----------------------------------------------------------------------------
 
-    def flush(self) -> None:
+    def _write_rows(
+        self,
+        inserts: list[TableRows],
+        statements: list[tuple[str, Sequence[Sequence[Any]]]],
+    ) -> None:
         pending = self.pending
-        if len(pending.events) + len(pending.outbox) >= COPY_FROM_ROWS:
-            super().flush()
+        if len(pending.events) + len(pending.outbox) < COPY_FROM_ROWS:
+            # A small batch (a quiet stream: a handful of events per poll): every statement
+            # in one round trip (pipeline mode) instead of a COPY and a round trip each.
+            with self._conn.pipeline():
+                super()._write_rows(inserts, statements)
             return
-        # A small batch (a quiet stream: a handful of events per poll): every statement in
-        # one round trip (pipeline mode) instead of a COPY and a round trip each.
-        with self._conn.pipeline():
-            self._insert_pending_rows(pending)
-        self._write_redactions(pending)
-
-    def _nid_array(self, nids: Iterable[int]) -> list[int]:
-        return list(nids)
-
-    def _write_pending(self, pending: PendingWrites) -> None:
-        conn = self._conn
-        with conn.cursor() as cur:
-            if pending.events:
-                events = list(pending.events.values())
-                with cur.copy(
-                    "COPY events (event_nid, room_nid, event_type_nid, state_key_nid, depth,"
-                    " outlier, rejected, redacted, state_snapshot_nid, auth_event_nids,"
-                    " prev_event_nids, rejection_reason, event_id) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(
-                        ["int8", "int8", "int8", "int8", "int8", "bool", "bool", "bool",
-                         "int8", "int8[]", "int8[]", "text", "text"]
-                    )
-                    for e in events:
-                        copy.write_row(
-                            (e.event_nid, e.room_nid, e.type_nid, e.state_key_nid, e.depth,
-                             e.outlier, e.rejected, e.redacted, e.state_snapshot_nid,
-                             list(e.auth_event_nids), list(e.prev_event_nids),
-                             e.rejection_reason, e.event_id)
-                        )
-                with cur.copy(
-                    "COPY event_json (event_nid, json) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["int8", "bytea"])
-                    for e in events:
-                        copy.write_row((e.event_nid, e.json))
-            if pending.blocks:
-                with cur.copy(
-                    "COPY state_blocks (state_block_nid, hash, entry_count, data)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["int8", "bytea", "int4", "bytea"])
-                    for nid, block in pending.blocks.items():
-                        copy.write_row((nid, block.hash, len(block), encode_block(block.entries)))
-            if pending.snapshots:
-                with cur.copy(
-                    "COPY state_snapshots (state_snapshot_nid, hash, room_nid, chunk_count,"
-                    " chunk_level, block_nids) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["int8", "bytea", "int8", "int2", "int2", "int8[]"])
-                    for row in pending.snapshots.values():
-                        meta = row.meta
-                        copy.write_row(
-                            (meta.snapshot_nid, row.hash, row.room_nid, meta.chunk_count,
-                             meta.chunk_level, list(meta.block_nids))
-                        )
-            self._write_memberships_and_rooms(pending)
-            if pending.outbox:
-                with cur.copy(
-                    "COPY outbox (partition, room_id, stream_position, payload)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["int4", "text", "int8", "bytea"])
-                    for item in pending.outbox:
-                        copy.write_row(item)
+        copied = [w for w in inserts if not w.on_conflict]  # COPY cannot upsert
+        with self._conn.cursor() as cur:
+            for write in copied:
+                with cur.copy(write.table.copy()) as copy:
+                    copy.set_types(list(write.table.pg_types))
+                    for row in write.rows:
+                        copy.write_row(row)
+        super()._write_rows([w for w in inserts if w.on_conflict], statements)
