@@ -1,35 +1,55 @@
 """The roomserver's exceptions, by what a caller can do about them.
 
-    RoomserverError
-    ├── InvalidEvent            untrusted input is malformed; dead-letter it (from schemas)
-    │   └── UnknownRoomVersion  the room version is not one we implement
-    ├── AuthError               the event fails the authorization rules; store it as rejected
-    ├── StateResolutionError    state resolution was handed inconsistent input
-    ├── StorageError            the database failed; roll back and retry
-    │   └── CorruptState        an invariant is broken (unknown NID, dangling block); stop
-    ├── KafkaUnavailable        the brokers cannot be reached or refuse us (address, TLS,
-    │                           SASL credentials); fix the connection settings or the broker
-    ├── MessageTooLarge         an input is over the producer's size limit; raise it (and
-    │                           the broker's) or fix the input
-    └── ConfigError             a setting is missing or wrong; fix the configuration
-        └── TopicNotFound       a topic the command reads does not exist; create it or fix
-                                its name
+    RoomserverError               (defined in schemas.errors, re-exported here)
+    ├── SchemaError               bytes that are not a valid wire message; dead-letter them
+    │   └── InvalidEvent          an untrusted PDU is malformed; dead-letter it
+    │       ├── EventTooLarge     over a spec size limit (schemas.errors)
+    │       └── UnknownRoomVersion  a room version we do not implement
+    ├── AuthError                 the event fails the authorization rules; store it as rejected
+    ├── StateResolutionError      state resolution was handed inconsistent input (an event it
+    │                             cannot load); dead-letter the input
+    ├── StorageError              the database failed (connection, lock, constraint); roll back
+    │                             and retry
+    ├── CorruptState              an invariant of the stored data is broken (a snapshot naming a
+    │                             block that does not exist, a dangling NID): stop, never retry
+    │                             nor dead-letter; restore from backup or rebuild
+    ├── NotFound                  a room or event is not in this database; check the ID
+    │   ├── RoomNotFound
+    │   └── EventNotFound
+    ├── KafkaUnavailable          the brokers cannot be reached or refuse us (address, TLS,
+    │                             SASL credentials); fix the connection settings or the broker
+    ├── MessageTooLarge           an input is over the producer's size limit; raise it (and
+    │                             the broker's) or fix the input
+    └── ConfigError               a setting or argument is missing or wrong; fix it
+        ├── TopicNotFound         a topic the command reads does not exist; create it or fix
+        │                         its name
+        └── OutputTooLarge        an output cannot be split below the output topic's limit
+                                  (processor.pipeline.outputs); raise the limit
 
-`InvalidEvent` lives in `schemas.errors` (so `schemas` imports without `processor`) and is
-re-exported here.
+`CorruptState` is deliberately not a `StorageError`: a `StorageError` is retried, and retrying
+a read of broken data fails the same way forever. The CLI exits 2 for a `ConfigError`, 3 for
+`CorruptState` (a supervisor can refuse to restart on it: the next start would stop again),
+1 for the others.
+
+`RoomserverError`, `SchemaError`, `InvalidEvent` and `EventTooLarge` live in `schemas.errors`
+(so `schemas` imports without `processor`) and are re-exported here, the same classes.
 """
 
 from __future__ import annotations
 
-from schemas.errors import InvalidEvent, SchemaError
+from schemas.errors import EventTooLarge, InvalidEvent, RoomserverError, SchemaError
 
 __all__ = [
     "AuthError",
     "ConfigError",
     "CorruptState",
+    "EventNotFound",
+    "EventTooLarge",
     "InvalidEvent",
     "KafkaUnavailable",
     "MessageTooLarge",
+    "NotFound",
+    "RoomNotFound",
     "RoomserverError",
     "SchemaError",
     "StateResolutionError",
@@ -37,10 +57,6 @@ __all__ = [
     "TopicNotFound",
     "UnknownRoomVersion",
 ]
-
-
-class RoomserverError(Exception):
-    """Base of every error the roomserver raises on purpose."""
 
 
 class UnknownRoomVersion(InvalidEvent):
@@ -67,12 +83,39 @@ class StorageError(RoomserverError):
     """A storage operation failed; the batch is rolled back and can be retried."""
 
 
-class CorruptState(StorageError):
-    """Stored data breaks an invariant (a snapshot naming unknown blocks, an unknown NID)."""
+class CorruptState(RoomserverError):
+    """Stored data breaks an invariant (a snapshot naming unknown blocks, an unknown NID).
+
+    Not a `StorageError`: nothing transient caused it, so a retry would fail the same way,
+    and dead-lettering the input would carry on with a database that no longer agrees with
+    the input topic. The service stops on it; the fix is a restore or a rebuild."""
+
+
+class NotFound(RoomserverError):
+    """A room or event a caller asked about is not in this database (a normal answer to a
+    query, not a fault: the message names what is missing)."""
+
+
+class RoomNotFound(NotFound):
+    """No room with this ID is stored here."""
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        super().__init__(f"room {room_id} is not in this database")
+
+
+class EventNotFound(NotFound):
+    """No event with this ID is stored here (in the room asked about, if one was)."""
+
+    def __init__(self, event_id: str, room_id: str | None = None) -> None:
+        self.event_id = event_id
+        self.room_id = room_id
+        where = f"room {room_id}" if room_id is not None else "this database"
+        super().__init__(f"event {event_id} is not in {where}")
 
 
 class ConfigError(RoomserverError):
-    """A setting is missing or invalid."""
+    """A setting or command-line argument is missing or invalid."""
 
 
 class KafkaUnavailable(RoomserverError):

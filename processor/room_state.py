@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from processor.core.nids import StateSnapshotNID
-from processor.errors import ConfigError
+from processor.errors import EventNotFound, RoomNotFound
 from processor.storage.base import Batch, EventRecord, Store
 
 
@@ -45,7 +45,7 @@ def print_room_state(
     with store.batch() as batch:
         room = batch.select_room(room_id)
         if room is None:
-            raise ConfigError(f"room {room_id} is not in this database")
+            raise RoomNotFound(room_id)
         if all_events:
             for record in batch.select_room_events(room.room_nid):
                 yield _state_lines(
@@ -58,7 +58,7 @@ def print_room_state(
             return
         found = batch.select_events_by_id([at]).get(at)
         if found is None or found.room_nid != room.room_nid:
-            raise ConfigError(f"event {at} is not in room {room_id}")
+            raise EventNotFound(at, room_id)
         yield _state_lines(
             batch, room_id, found, found.state_snapshot_nid, None if before else found
         )

@@ -45,6 +45,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.errors import SchemaError
+
 __all__ = [
     "HistoryVisibility",
     "NewInviteEvent",
@@ -151,14 +153,15 @@ OutputEvent = NewRoomEvent | OldRoomEvent | NewInviteEvent | RetireInviteEvent |
 def reassemble(parts: Sequence[NewRoomEvent]) -> NewRoomEvent:
     """One `NewRoomEvent` from all the parts of a split one (see the module docstring).
 
-    Raises `ValueError` if the parts are not exactly parts 1..N of one stream position.
+    Raises `SchemaError` (a `ValueError`) if the parts are not exactly parts 1..N of one
+    stream position: they came off the wire, so a mismatch is bad input, not a bug.
     """
     if not parts:
-        raise ValueError("no parts to reassemble")
+        raise SchemaError("no parts to reassemble")
     first = parts[0]
     numbers = [p.part for p in parts]
     if numbers != list(range(1, first.parts + 1)):
-        raise ValueError(
+        raise SchemaError(
             f"room {first.room_id} stream position {first.stream_position}: expected parts "
             f"1..{first.parts} in order, got {numbers}"
         )
@@ -166,7 +169,7 @@ def reassemble(parts: Sequence[NewRoomEvent]) -> NewRoomEvent:
         if (p.room_id, p.stream_position, p.parts) != (
             first.room_id, first.stream_position, first.parts,
         ):
-            raise ValueError(
+            raise SchemaError(
                 f"part {p.part} belongs to room {p.room_id} stream position "
                 f"{p.stream_position}, not {first.room_id} {first.stream_position}"
             )

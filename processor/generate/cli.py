@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import msgspec
 
-from processor.errors import UnknownRoomVersion
+from processor.errors import ConfigError, RoomserverError, UnknownRoomVersion
 from processor.generate.model import Summary
 from processor.generate.traffic import MIXED, iter_generate
 
@@ -79,6 +79,14 @@ def _write(args: argparse.Namespace, out: IO[str], summary: Summary) -> dict[str
     return expected
 
 
+def _open_text(path: str, what: str) -> IO[str]:
+    """`path` opened for writing, or one line (via the CLI) saying why it cannot be."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise RoomserverError(f"cannot open {what} {path}: {e.strerror or e}") from None
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """Run ``roomserver generate`` with parsed `args`; the process exit status."""
     summary = Summary(rooms=args.rooms)
@@ -87,9 +95,11 @@ def run_generate(args: argparse.Namespace) -> int:
             expected = _write(args, sys.stdout, summary)
             sys.stdout.flush()
         else:
-            with open(args.output, "w", encoding="utf-8") as out:
+            with _open_text(args.output, "output") as out:
                 expected = _write(args, out, summary)
-    except (UnknownRoomVersion, ValueError) as e:
+    except (UnknownRoomVersion, ConfigError) as e:
+        # Wrong arguments (a usage error, status 2 as argparse's); a ValueError from deeper
+        # down would be a bug in the generator and keeps its traceback.
         print(f"roomserver generate: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -98,7 +108,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"roomserver generate: {summary.line()}", file=sys.stderr)
     if args.expected is not None:
-        with open(args.expected, "w", encoding="utf-8") as f:
+        with _open_text(args.expected, "--expected file") as f:
             json.dump(expected, f, indent=None)
             f.write("\n")
     return 0

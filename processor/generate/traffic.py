@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import msgspec
 
+from processor.errors import ConfigError
 from processor.generate.keys import ServerKey, make_servers
 from processor.generate.model import Clock, GeneratedEvent, Outcome
 from processor.generate.rooms import RoomSimulation
@@ -73,9 +74,9 @@ def iter_generate(
     copy of the room's state per event).
     """
     if rooms < 1:
-        raise ValueError(f"--rooms must be at least 1, got {rooms}")
+        raise ConfigError(f"--rooms must be at least 1, got {rooms}")
     if events < 0:
-        raise ValueError(f"--events must not be negative, got {events}")
+        raise ConfigError(f"--events must not be negative, got {events}")
     version_ids = versions_for_rooms(rooms, room_version)
     rng = random.Random(seed)
     servers = servers_for_seed(seed)
