@@ -14,13 +14,13 @@ from typing import IO
 
 from processor import __version__
 from processor.config import KAFKA_COMMANDS, Settings, load_settings, settings_for, settings_help
-from processor.errors import ConfigError, RoomserverError
+from processor.errors import ConfigError, CorruptState, NotFound, RoomserverError
 from processor.gc_tuning import tune_for_throughput
 from schemas.dead_letter import DeadLetterReason
 
 
 def _open_input(path: str) -> IO[bytes]:
-    return sys.stdin.buffer if path == "-" else open(path, "rb")
+    return sys.stdin.buffer if path == "-" else _open_file(path, "rb", "input")
 
 
 #: Settings that also have a flag, per command that reads them: (flags, setting, type, help).
@@ -285,12 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_kafka_logs(args.verbose)
     try:
         return _dispatch(args)
-    except ConfigError as e:
-        print(f"roomserver {args.command}: configuration error: {e}", file=sys.stderr)
-        return 2
     except RoomserverError as e:
-        print(f"roomserver {args.command}: {e}", file=sys.stderr)
-        return 1
+        # The one place every error the roomserver raises on purpose ends: one line on
+        # stderr, never a traceback (a traceback would bury what to do under our internals).
+        print(f"roomserver {args.command}: {error_line(e)}", file=sys.stderr)
+        return exit_status(e)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -299,6 +298,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         # that flushing it at exit does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+#: Exit statuses: 1 for a `RoomserverError`, 2 for a `ConfigError` (as argparse's usage
+#: errors), 3 for `CorruptState`, so that a supervisor can tell a broken database (restarting
+#: would stop again at once: `RestartPreventExitStatus=3`) from a failure worth a restart,
+#: 4 for `NotFound` (as `roomserver query` does for a 404: scripts can tell "no such room"
+#: from a failure).
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_CORRUPT = 3
+EXIT_NOT_FOUND = 4
+
+
+def exit_status(error: RoomserverError) -> int:
+    """The exit status of a command that ended with `error`."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, CorruptState):
+        return EXIT_CORRUPT
+    if isinstance(error, NotFound):
+        return EXIT_NOT_FOUND
+    return EXIT_ERROR
+
+
+def error_line(error: RoomserverError) -> str:
+    """`error` as the one line the CLI prints: what kind of failure for the two that need
+    saying, and the message with its line breaks folded (a database driver's message can
+    span lines, a DETAIL under the ERROR)."""
+    message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    message = message or type(error).__name__
+    if isinstance(error, ConfigError):
+        return f"configuration error: {message}"
+    if isinstance(error, CorruptState):
+        return (
+            f"the database is corrupt: {message}; stopping: restore it from a backup or "
+            "rebuild it (roomserver rebuild)"
+        )
+    return message
 
 
 def _dispatch(args: argparse.Namespace) -> int:
