@@ -19,10 +19,15 @@ skipped. Outputs go to the outbox in that transaction and each partition's relay
 them in Kafka transactions that fence a previous owner (see `outbox_relay`); a relay that
 finds itself fenced makes the consumer rejoin the group.
 
-Failures: a batch whose database transaction fails is retried from its first offset after
-`RETRY_SECONDS`; a relay pass that fails leaves its rows in the outbox and is retried; a
-consumer that stops delivering while lag remains (`Health.stalled`) is replaced. None of
-them stops the service; SIGTERM (`stop`) ends the loop after the batches in flight, relays
+Failures: a batch whose database transaction fails (`StorageError`) is retried from its first
+offset after `RETRY_SECONDS`; a relay pass that fails leaves its rows in the outbox and is
+retried; a consumer that stops delivering while lag remains (`Health.stalled`) is replaced.
+None of them stops the service. `CorruptState` (stored data breaks an invariant) does: it
+would fail the same way on every retry, and dead-lettering the input would carry on from a
+database that no longer agrees with the input topic. The batch rolls back (its input offsets
+are not stored), one ERROR line names the partition, the offsets and what is corrupt, the
+other partitions finish their batches in flight, and `roomserver run` exits with status 3
+(see `processor.cli`). SIGTERM (`stop`) ends the loop after the batches in flight, relays
 what they committed, and leaves the group.
 """
 
@@ -44,7 +49,7 @@ from aiokafka.errors import KafkaError
 
 from processor.config import Settings
 from processor.core.decision import Outcome
-from processor.errors import StorageError
+from processor.errors import CorruptState, StorageError
 from processor.metrics import Health, Metrics, serve_metrics, watch_lag
 from processor.pipeline.caches import RoomCache
 from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
@@ -345,6 +350,12 @@ class RoomserverService:
                 if not self._rejoin:
                     log.warning("%s; rejoining the consumer group", e)
                 self._rejoin = True
+            elif isinstance(e, CorruptState):
+                log.error(
+                    "partition %d: relaying outputs found the database corrupt (%s); "
+                    "stopping: restore from backup or rebuild", partition, e,
+                )
+                self._failed = e
             elif isinstance(e, KafkaError | StorageError | TailUnreadable):
                 log.warning(
                     "partition %d: relaying outputs failed (%s: %s); they stay in the outbox "
@@ -416,8 +427,10 @@ class RoomserverService:
                     if retry:
                         await asyncio.sleep(RETRY_SECONDS)
         except Exception as e:
-            # A bug or a broken invariant (`CorruptState`): the service stops with it.
-            log.error("partition %d: processing stopped: %r", worker.partition, e)
+            # A bug or a broken invariant (`CorruptState`, already logged by `_handle`):
+            # the service stops with it.
+            if not isinstance(e, CorruptState):
+                log.error("partition %d: processing stopped: %r", worker.partition, e)
             if self._failed is None:
                 self._failed = e
             raise
@@ -433,10 +446,20 @@ class RoomserverService:
             # Never carry on after the dropped batch: that would skip it.
             await self._read_again(worker, str(e))
             return False
+        except CorruptState as e:
+            # Never retried (it would fail the same way forever) nor skipped: the batch
+            # rolled back, its offsets are not stored, and the service stops (`_work`), so a
+            # restored or rebuilt database processes the batch again.
+            log.error(
+                "partition %d: the database is corrupt (%s) while processing offsets %d-%d; "
+                "stopping: restore from backup or rebuild",
+                worker.partition, e, messages[0].offset, messages[-1].offset,
+            )
+            raise
         except StorageError as e:
-            # Transient (the database went away) or not, the batch rolled back as a whole:
-            # retry it, after a pause, rather than crash or skip it. (Offsets below the
-            # stored one are skipped by `process`.)
+            # The database failed (it went away, a lock timed out): the batch rolled back as
+            # a whole; retry it, after a pause, rather than crash or skip it. (Offsets below
+            # the stored one are skipped by `process`.)
             log.error("partition %d: batch at offset %d failed: %s",
                       worker.partition, messages[0].offset, e)
             worker.put_back(messages)

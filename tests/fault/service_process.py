@@ -86,6 +86,11 @@ class ServiceProcess:
             self._proc.send_signal(signal.SIGTERM)
         return self._proc.wait(timeout)
 
+    def wait(self, timeout: float) -> int:
+        """The exit status once the process ends on its own (raises
+        `subprocess.TimeoutExpired` if it is still running after `timeout` seconds)."""
+        return self._proc.wait(timeout)
+
     def log(self, last: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-last:]
 
