@@ -24,9 +24,8 @@ from rich.progress import (
 )
 
 from processor.core.decision import Outcome
-from processor.pipeline.caches import RoomCache
-from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
-from processor.pipeline.outputs import OutputBuilder
+from processor.pipeline.processor import PartitionProcessor
+from processor.pipeline.types import BatchResult, InputMessage
 from processor.storage.base import Store
 
 
@@ -104,24 +103,21 @@ def ingest(
     commits, so the output file never holds an output whose effects were rolled back."""
     store.migrate()
     summary = IngestSummary()
-    cache = RoomCache()
-    builder = OutputBuilder(0, max_message_bytes=1_000_000, sink="memory")
-    handler = InputHandler(server_name, cache, builder, record_outcomes=record_outcomes)
+    processor = PartitionProcessor(server_name, record_outcomes=record_outcomes)
     started = time.perf_counter()
     bar = _progress(total) if progress else None
     try:
         for batch_messages in batched(messages, batch_size):
             try:
                 with store.batch() as batch:
-                    result = handler.handle_batch(batch, batch_messages)
+                    result = processor.process(batch, batch_messages)
             except BaseException:
-                cache.clear()
-                builder.discard()
+                processor.rolled_back()
                 raise
             summary.events += len(batch_messages)
             summary.add(result)
-            summary.rooms.update(builder.rooms_seen)
-            pending = builder.take()
+            summary.rooms.update(processor.rooms_seen)
+            pending = processor.take_outputs()
             if output is not None:
                 for payload in pending:
                     output.write(payload)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.errors import AuthError
 from processor.matrix.auth import auth_types_for_event, check_auth, check_auth_events_shape
-from processor.matrix.events import Event
+from processor.matrix.events import Event, server_name_of
 from processor.matrix.power_levels import power_levels_of, user_power_level
 from processor.matrix.room_versions import RoomVersion
 
@@ -174,15 +174,13 @@ def redaction_is_valid(
     """
     if version.redaction_auth_rule:
         return True
-    if _domain(redaction.sender) == _domain(target_sender):
+    if server_name_of(redaction.sender) == server_name_of(target_sender):
         return True
     level = user_power_level(redaction.sender, state_before_redaction, version)
     power_levels = state_before_redaction.get(("m.room.power_levels", ""))
     return level >= power_levels_of(power_levels, version).redact
 
 
-def _domain(user_id: str) -> str:
-    return user_id.partition(":")[2]
 
 
 @dataclass(frozen=True, slots=True)

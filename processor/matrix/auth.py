@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from processor.errors import AuthError
-from processor.matrix.events import Event
+from processor.matrix.events import Event, server_name_of
 from processor.matrix.power_levels import (
     CREATE_KEY,
     POWER_LEVELS_KEY,
@@ -79,9 +79,6 @@ _KNOCK = "knock"
 _AUTHORISER = "join_authorised_via_users_server"
 
 
-def _domain(matrix_id: str) -> str:
-    """The server part of a user, room (v1–v11) or event (v1–v2) ID: after the first `:`."""
-    return matrix_id.partition(":")[2]
 
 
 def _short(value: object) -> str:
@@ -222,11 +219,11 @@ def _check_create(event: Event, version: RoomVersion) -> None:
             raise AuthError(
                 f"m.room.create: room ID {_short(event.room_id)} is not the create event's ID"
             )
-    elif _domain(event.room_id) != _domain(event.sender):
+    elif server_name_of(event.room_id) != server_name_of(event.sender):
         # v1–v11 rule 1.2
         raise AuthError(
-            f"m.room.create: room ID domain {_short(_domain(event.room_id))} does not match "
-            f"sender domain {_short(_domain(event.sender))}"
+            f"m.room.create: room ID domain {_short(server_name_of(event.room_id))} does not "
+            f"match sender domain {_short(server_name_of(event.sender))}"
         )
     content = event.content
     if not isinstance(content, Mapping):
@@ -288,21 +285,21 @@ def check_auth(
     if (
         isinstance(create_content, Mapping)
         and create_content.get("m.federate") is False
-        and _domain(event.sender) != _domain(create.sender)
+        and server_name_of(event.sender) != server_name_of(create.sender)
     ):
         raise AuthError(
             f"m.federate: the room does not federate and sender {_short(event.sender)} is not "
-            f"from {_short(_domain(create.sender))}"
+            f"from {_short(server_name_of(create.sender))}"
         )
 
     # v1–v5 rule 4: m.room.aliases
     if version.special_case_aliases_auth and event.type == ALIASES:
         if event.state_key is None:
             raise AuthError("m.room.aliases: no state_key")
-        if event.state_key != _domain(event.sender):
+        if event.state_key != server_name_of(event.sender):
             raise AuthError(
                 f"m.room.aliases: state_key {_short(event.state_key)} is not the sender's "
-                f"domain {_short(_domain(event.sender))}"
+                f"domain {_short(server_name_of(event.sender))}"
             )
         return
 
@@ -357,7 +354,7 @@ def check_auth(
         if sender_level >= levels.redact:
             return
         redacts = event.redacts
-        if type(redacts) is str and _domain(redacts) == _domain(event.event_id):
+        if type(redacts) is str and server_name_of(redacts) == server_name_of(event.event_id):
             return
         raise AuthError(
             f"m.room.redaction: sender level {sender_level} is below the redact level "
@@ -407,10 +404,10 @@ def _check_member(
                 f"m.room.member {_short(membership)}: {_AUTHORISER} {_short(authoriser)} is "
                 "not a valid user ID"
             )
-        if not _signed_by(event, _domain(authoriser)):
+        if not _signed_by(event, server_name_of(authoriser)):
             raise AuthError(
-                f"m.room.member {_short(membership)}: not signed by {_domain(authoriser)}, the "
-                f"server of {_AUTHORISER} {authoriser}"
+                f"m.room.member {_short(membership)}: not signed by "
+                f"{server_name_of(authoriser)}, the server of {_AUTHORISER} {authoriser}"
             )
 
     sender_membership = _membership(auth_state.get((MEMBER, sender)))

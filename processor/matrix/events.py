@@ -41,3 +41,9 @@ class Event:
     def membership(self) -> object:
         """`content.membership` as found (may be of any type in a malformed event)."""
         return self.content.get("membership")
+
+
+def server_name_of(matrix_id: str) -> str:
+    """The server name of a user ID, a room ID (v1–v11) or an event ID (v1, v2): everything
+    after the first `:` (appendices, "Common identifier format")."""
+    return matrix_id.partition(":")[2]

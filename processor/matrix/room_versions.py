@@ -113,6 +113,25 @@ def _version(n: int) -> RoomVersion:
 KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {str(n): _version(n) for n in range(1, 13)}
 
 
+#: "If `room_version` is absent from the create event's content, the room is a version 1
+#: room" (m.room.create, `room_version`).
+DEFAULT_ROOM_VERSION = "1"
+
+
+def room_version_of_create(content: object) -> RoomVersion:
+    """The version of the room a create event with this `content` establishes (the
+    content's `room_version`, else version 1); `UnknownRoomVersion` if not implemented."""
+    version_id = content.get("room_version", DEFAULT_ROOM_VERSION) if isinstance(
+        content, dict) else DEFAULT_ROOM_VERSION
+    return room_version(version_id)
+
+
+def create_event_id_of_room(room_id: str) -> str:
+    """v12 (MSC4291): a room's ID is its create event's ID with the sigil `!` for `$`, so the
+    create event, never listed in `auth_events`, is found from the room ID."""
+    return "$" + room_id[1:]
+
+
 def room_version(version_id: str) -> RoomVersion:
     """The record for a room version identifier, or `UnknownRoomVersion`."""
     try:

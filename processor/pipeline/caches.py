@@ -10,9 +10,7 @@ Whatever a failed batch wrote must not survive in here: the caller drops the who
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable
 
 from processor.core.decision import state_after
 from processor.core.nids import (
@@ -23,64 +21,17 @@ from processor.core.nids import (
     StateKeyTuple,
     StateSnapshotNID,
 )
-from processor.errors import CorruptState, InvalidEvent, StateResolutionError
+from processor.errors import CorruptState, InvalidEvent
 from processor.matrix.events import Event
 from processor.matrix.pdu import decode_pdu
-from processor.matrix.room_versions import RoomVersion, room_version
-from processor.matrix.state_res.auth_chain import AuthChainIndex
-from processor.matrix.state_res.source import StateResEvent
+from processor.matrix.room_versions import RoomVersion, create_event_id_of_room, room_version
+from processor.matrix.state_res import AuthChainIndex, StateResEvent
+from processor.pipeline.types import Decoded, LoadedEvent, StateAt
 from processor.storage.base import Batch, EventRecord, RedactionRecord, RoomRecord
 from processor.storage.caches import LRU
 
-NO_SNAPSHOT = StateSnapshotNID(0)
 
-if TYPE_CHECKING:
-    from processor.pipeline.handler import Decoded
-
-
-
-class StateAt:
-    """A state map, and the snapshot that stores it once it is stored (0 until then).
-
-    When the state is another state (`base`) plus a few changes, `base` and `changes` are
-    kept so that storing it writes a small delta instead of comparing the full state.
-    """
-
-    __slots__ = ("base", "changes", "entries", "snapshot_nid")
-
-    def __init__(
-        self,
-        entries: Mapping[StateKeyTuple, EventNID],
-        snapshot_nid: StateSnapshotNID = NO_SNAPSHOT,
-        base: StateAt | None = None,
-        changes: Mapping[StateKeyTuple, EventNID] | None = None,
-    ) -> None:
-        self.entries = entries
-        self.snapshot_nid = snapshot_nid
-        self.base = base
-        self.changes = changes
-
-
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 2x, per event
-class LoadedEvent:
-    """A stored event with its decoded form."""
-
-    nid: EventNID
-    event_id: str
-    room_nid: RoomNID
-    key: StateKeyTuple | None
-    rejected: bool
-    outlier: bool
-    redacted: bool
-    state_snapshot_nid: StateSnapshotNID
-    auth_nids: tuple[EventNID, ...]
-    prev_nids: tuple[EventNID, ...]
-    event: Event
-    #: The event as served: the bytes received, or the redacted form once redacted.
-    json: bytes
-
-
-class RoomState:
+class TrackedRoom:
     """What the handler tracks of one room between events: its record, its version, its
     forward extremities, current state and output stream position."""
 
@@ -124,7 +75,7 @@ class RoomCache:
     """Caches shared by every batch of one handler (one partition)."""
 
     def __init__(self, *, events: int = 200_000, states: int = 256) -> None:
-        self._rooms: dict[str, RoomState] = {}
+        self._rooms: dict[str, TrackedRoom] = {}
         #: Versions of rooms other than the one being handled, by NID (see `_version_of`).
         self._room_versions: dict[RoomNID, RoomVersion] = {}
         self._events: LRU[EventNID, LoadedEvent] = LRU(events)
@@ -186,7 +137,7 @@ class RoomCache:
 
     # ------------------------------------------------------------ rooms
 
-    def room(self, batch: Batch, room_id: str) -> RoomState | None:
+    def room(self, batch: Batch, room_id: str) -> TrackedRoom | None:
         room = self._rooms.get(room_id)
         if room is None:
             record = batch.select_room(room_id)
@@ -195,14 +146,14 @@ class RoomCache:
             room = self.add_room(record, room_version(record.room_version))
         return room
 
-    def add_room(self, record: RoomRecord, version: RoomVersion) -> RoomState:
-        room = RoomState(record, version, self)
+    def add_room(self, record: RoomRecord, version: RoomVersion) -> TrackedRoom:
+        room = TrackedRoom(record, version, self)
         self._rooms[record.room_id] = room
         return room
 
     # ------------------------------------------------------------ events
 
-    def _version_of(self, batch: Batch, room: RoomState, record: EventRecord) -> RoomVersion:
+    def _version_of(self, batch: Batch, room: TrackedRoom, record: EventRecord) -> RoomVersion:
         """The version of the room `record` is in: usually `room`, but an input may cite an
         event of another room (caught by the caller), whose PDU has that room's format."""
         if record.room_nid == room.record.room_nid:
@@ -214,7 +165,7 @@ class RoomCache:
             self._room_versions[RoomNID(record.room_nid)] = version
         return version
 
-    def _loaded(self, batch: Batch, room: RoomState, record: EventRecord) -> LoadedEvent:
+    def _loaded(self, batch: Batch, room: TrackedRoom, record: EventRecord) -> LoadedEvent:
         version = self._version_of(batch, room, record)
         try:
             event = decode_pdu(record.json, version)
@@ -264,7 +215,7 @@ class RoomCache:
             referenced.update(event.auth_event_ids)
             referenced.update(item.item.state_event_ids)
             if item.version.create_event_implicit_in_auth_events:
-                referenced.add("$" + event.room_id[1:])
+                referenced.add(create_event_id_of_room(event.room_id))
         self.prefetch_nids(batch, types, keys)
         missing = [event_id for event_id in referenced if self._ids.get(event_id) is None]
         self._batch_records, pending_redactions = batch.select_prefetch(missing, own)
@@ -296,7 +247,7 @@ class RoomCache:
         return EventNID(record.event_nid)
 
     def load_by_id(
-        self, batch: Batch, room: RoomState, event_ids: Iterable[str]
+        self, batch: Batch, room: TrackedRoom, event_ids: Iterable[str]
     ) -> dict[str, LoadedEvent]:
         found: dict[str, LoadedEvent] = {}
         missing: list[str] = []
@@ -321,7 +272,7 @@ class RoomCache:
         return found
 
     def load(
-        self, batch: Batch, room: RoomState, nids: Iterable[EventNID]
+        self, batch: Batch, room: TrackedRoom, nids: Iterable[EventNID]
     ) -> dict[EventNID, LoadedEvent]:
         found: dict[EventNID, LoadedEvent] = {}
         missing: list[EventNID] = []
@@ -349,7 +300,7 @@ class RoomCache:
     def insert_event(
         self,
         batch: Batch,
-        room: RoomState,
+        room: TrackedRoom,
         event: Event,
         *,
         key: StateKeyTuple | None,
@@ -422,7 +373,7 @@ class RoomCache:
             self._states.put(snapshot_nid, state)
         return state
 
-    def snapshot_for(self, batch: Batch, room: RoomState, state: StateAt) -> StateSnapshotNID:
+    def snapshot_for(self, batch: Batch, room: TrackedRoom, state: StateAt) -> StateSnapshotNID:
         """The snapshot NID of a state, storing it first if it is not stored yet."""
         if state.snapshot_nid == 0:
             if state.base is not None and state.changes is not None:
@@ -436,10 +387,10 @@ class RoomCache:
             self._states.put(state.snapshot_nid, state)
         return state.snapshot_nid
 
-    def state_before(self, batch: Batch, room: RoomState, event: LoadedEvent) -> StateAt:
+    def state_before(self, batch: Batch, room: TrackedRoom, event: LoadedEvent) -> StateAt:
         return self.load_state(batch, event.state_snapshot_nid)
 
-    def state_after(self, batch: Batch, room: RoomState, event: LoadedEvent) -> StateAt:
+    def state_after(self, batch: Batch, room: TrackedRoom, event: LoadedEvent) -> StateAt:
         cached = self._after.get(event.nid)
         if cached is not None:
             return cached
@@ -458,23 +409,22 @@ class RoomCache:
     def remember_resolved(self, states: frozenset[StateAt], result: StateAt) -> None:
         self._resolved.put(states, result)
 
-    def event_source(self, batch: Batch, room: RoomState) -> BatchEventSource:
+    def event_source(self, batch: Batch, room: TrackedRoom) -> BatchEventSource:
         return BatchEventSource(self, batch, room)
 
 
 class BatchEventSource:
     """State resolution's `EventSource`, backed by the cache and the batch."""
 
-    def __init__(self, cache: RoomCache, batch: Batch, room: RoomState) -> None:
+    def __init__(self, cache: RoomCache, batch: Batch, room: TrackedRoom) -> None:
         self._cache = cache
         self._batch = batch
         self._room = room
 
     def load(self, nids: Collection[EventNID]) -> dict[EventNID, StateResEvent]:
-        try:
-            loaded = self._cache.load(self._batch, self._room, nids)
-        except CorruptState as e:
-            raise StateResolutionError(str(e)) from e
+        # A stored event that does not load is `CorruptState`: it stops the processor, never
+        # becomes a dead letter (the event is not at fault, the database is).
+        loaded = self._cache.load(self._batch, self._room, nids)
         return {nid: _state_res_event(e) for nid, e in loaded.items()}
 
     def state_key_nids(
@@ -528,4 +478,4 @@ def _state_res_event(e: LoadedEvent) -> StateResEvent:
     )
 
 
-__all__ = ["LRU", "BatchEventSource", "LoadedEvent", "RoomCache", "RoomState", "StateAt"]
+__all__ = ["BatchEventSource", "RoomCache", "TrackedRoom"]

@@ -20,19 +20,24 @@ headers, record and batch framing), which `max.message.bytes` also counts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import msgspec
 
 from processor.core.nids import EventNID, StateKeyTuple
 from processor.errors import ConfigError
-from schemas.dead_letter import DeadLetterReason
-
-if TYPE_CHECKING:
-    from processor.pipeline.caches import LoadedEvent, RoomState
-    from processor.pipeline.handler import BatchResult, InputMessage
-    from processor.storage.base import Batch
-    from schemas.input import InputRoomEvent
+from processor.pipeline.caches import TrackedRoom
+from processor.pipeline.types import BatchResult, InputMessage, LoadedEvent
+from processor.storage.base import Batch
+from schemas.dead_letter import DeadLetter, DeadLetterReason
+from schemas.input import InputRoomEvent
+from schemas.output import (
+    NewInviteEvent,
+    NewRoomEvent,
+    OldRoomEvent,
+    RedactedEvent,
+    RetireInviteEvent,
+)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -42,6 +47,9 @@ _encode = msgspec.json.Encoder().encode
 KAFKA_RECORD_OVERHEAD_BYTES = 1024
 #: The largest `part`/`parts` numbers a size is measured with (a split never has more).
 _MAX_PARTS = 999_999
+_NULL_EVENT = msgspec.Raw(b"null")
+
+Output = NewRoomEvent | OldRoomEvent | NewInviteEvent | RetireInviteEvent | RedactedEvent
 
 
 class OutputTooLarge(ConfigError):
@@ -79,9 +87,8 @@ class OutputBuilder:
     def discard(self) -> None:
         self._pending = []
 
-    def _emit(self, room_id: str, stream_position: int, kind: str, message: dict[str, Any],
-              topic: str = "output") -> None:
-        self._emit_encoded(room_id, stream_position, _encode(message), topic)
+    def _emit(self, output: Output) -> None:
+        self._emit_encoded(output.room_id, output.stream_position, _encode(output))
 
     def _emit_encoded(
         self, room_id: str, stream_position: int, payload: bytes, topic: str = "output"
@@ -101,7 +108,7 @@ class OutputBuilder:
 
     def new_room_event(
         self,
-        room: RoomState,
+        room: TrackedRoom,
         event: LoadedEvent,
         item: InputRoomEvent,
         *,
@@ -113,29 +120,27 @@ class OutputBuilder:
         event_ids: Mapping[EventNID, str],
         last_sent_event_id: str | None,
     ) -> None:
-        adds = [event_ids[nid] for nid in added.values()]
-        removes = [event_ids[nid] for nid in removed.values()]
+        # In event ID order: the order of a state delta's keys depends on which input a
+        # resolved state was kept against (and so on the caches), and a replay must give the
+        # same bytes.
+        adds = sorted(event_ids[nid] for nid in added.values())
+        removes = sorted(event_ids[nid] for nid in removed.values())
         position = room.next_stream_position()
-        message: dict[str, Any] = {
-            "type": "new_room_event",
-            "room_id": room.record.room_id,
-            "stream_position": position,
-            "event": msgspec.Raw(event.json),
-            "room_version": room.version.id,
-            "latest_event_ids": [event_ids[nid] for nid in latest],
-            "adds_state_event_ids": [],
-            "removes_state_event_ids": [],
-            "last_sent_event_id": last_sent_event_id,
-            "rewrites_state": rewrites_state,
-            "history_visibility": history_visibility,
-            "send_as_server": item.send_as_server,
-            "transaction_id": item.transaction_id,
-            "part": 1,
-            "parts": 1,
-        }
+        message = NewRoomEvent(
+            room_id=room.record.room_id,
+            stream_position=position,
+            event=msgspec.Raw(event.json),
+            room_version=room.version.id,
+            latest_event_ids=[event_ids[nid] for nid in latest],
+            adds_state_event_ids=adds,
+            removes_state_event_ids=removes,
+            last_sent_event_id=last_sent_event_id,
+            rewrites_state=rewrites_state,
+            history_visibility=history_visibility,
+            send_as_server=item.send_as_server,
+            transaction_id=item.transaction_id,
+        )
         limit = self._max - KAFKA_RECORD_OVERHEAD_BYTES
-        message["adds_state_event_ids"] = adds
-        message["removes_state_event_ids"] = removes
         payload = _encode(message)
         if len(payload) <= limit:
             self._emit_encoded(room.record.room_id, position, payload)
@@ -145,8 +150,10 @@ class OutputBuilder:
         adds_sizes = [len(_encode(i)) + 1 for i in adds]
         # Split the delta into parts that each fit (see the module docstring). Sized with
         # the event in every part and the largest part numbers: a bound for every part.
-        sizing = dict(message, adds_state_event_ids=[], removes_state_event_ids=[],
-                      part=_MAX_PARTS, parts=_MAX_PARTS)
+        sizing = msgspec.structs.replace(
+            message, adds_state_event_ids=[], removes_state_event_ids=[],
+            part=_MAX_PARTS, parts=_MAX_PARTS,
+        )
         budget = limit - len(_encode(sizing))
         longest = max(removes_sizes + adds_sizes, default=0)
         if budget < max(longest, 1):
@@ -159,73 +166,64 @@ class OutputBuilder:
             )
         chunks = _chunks(removes, removes_sizes, adds, adds_sizes, budget)
         for number, (chunk_removes, chunk_adds) in enumerate(chunks, start=1):
-            part = dict(message)
-            part["part"] = number
-            part["parts"] = len(chunks)
-            part["adds_state_event_ids"] = chunk_adds
-            part["removes_state_event_ids"] = chunk_removes
-            if number > 1:
-                part["event"] = None
-            self._emit(room.record.room_id, position, "new_room_event", part)
+            self._emit(msgspec.structs.replace(
+                message,
+                event=message.event if number == 1 else _NULL_EVENT,
+                adds_state_event_ids=chunk_adds,
+                removes_state_event_ids=chunk_removes,
+                part=number,
+                parts=len(chunks),
+            ))
 
-    def old_room_event(self, room: RoomState, event: LoadedEvent, history_visibility: str) -> None:
-        position = room.next_stream_position()
-        self._emit(room.record.room_id, position, "old_room_event", {
-            "type": "old_room_event",
-            "room_id": room.record.room_id,
-            "stream_position": position,
-            "event": msgspec.Raw(event.json),
-            "room_version": room.version.id,
-            "history_visibility": history_visibility,
-        })
+    def old_room_event(
+        self, room: TrackedRoom, event: LoadedEvent, history_visibility: str
+    ) -> None:
+        self._emit(OldRoomEvent(
+            room_id=room.record.room_id,
+            stream_position=room.next_stream_position(),
+            event=msgspec.Raw(event.json),
+            room_version=room.version.id,
+            history_visibility=history_visibility,
+        ))
 
-    def new_invite_event(self, room: RoomState, event: LoadedEvent, target: str) -> None:
-        position = room.next_stream_position()
-        self._emit(room.record.room_id, position, "new_invite_event", {
-            "type": "new_invite_event",
-            "room_id": room.record.room_id,
-            "stream_position": position,
-            "event": msgspec.Raw(event.json),
-            "room_version": room.version.id,
-            "target_user_id": target,
-        })
+    def new_invite_event(self, room: TrackedRoom, event: LoadedEvent, target: str) -> None:
+        self._emit(NewInviteEvent(
+            room_id=room.record.room_id,
+            stream_position=room.next_stream_position(),
+            event=msgspec.Raw(event.json),
+            room_version=room.version.id,
+            target_user_id=target,
+        ))
 
     def retire_invite_event(
-        self, room: RoomState, invite: LoadedEvent, retired_by: LoadedEvent, target: str
+        self, room: TrackedRoom, invite: LoadedEvent, retired_by: LoadedEvent, target: str
     ) -> None:
-        position = room.next_stream_position()
-        self._emit(room.record.room_id, position, "retire_invite_event", {
-            "type": "retire_invite_event",
-            "room_id": room.record.room_id,
-            "stream_position": position,
-            "event_id": invite.event_id,
-            "target_user_id": target,
-            "retired_by_event_id": retired_by.event_id,
-            "membership": retired_by.event.membership,
-        })
+        membership = retired_by.event.membership
+        self._emit(RetireInviteEvent(
+            room_id=room.record.room_id,
+            stream_position=room.next_stream_position(),
+            event_id=invite.event_id,
+            target_user_id=target,
+            retired_by_event_id=retired_by.event_id,
+            membership=membership if isinstance(membership, str) else "",
+        ))
 
-    def redacted_event(self, room: RoomState, redacted_event_id: str, because: LoadedEvent) -> None:
-        position = room.next_stream_position()
-        self._emit(room.record.room_id, position, "redacted_event", {
-            "type": "redacted_event",
-            "room_id": room.record.room_id,
-            "stream_position": position,
-            "redacted_event_id": redacted_event_id,
-            "redacted_because": msgspec.Raw(because.json),
-        })
+    def redacted_event(
+        self, room: TrackedRoom, redacted_event_id: str, because: LoadedEvent
+    ) -> None:
+        self._emit(RedactedEvent(
+            room_id=room.record.room_id,
+            stream_position=room.next_stream_position(),
+            redacted_event_id=redacted_event_id,
+            redacted_because=msgspec.Raw(because.json),
+        ))
 
     def dead_letter(self, message: InputMessage, reason: DeadLetterReason, detail: str) -> None:
-        import base64
-
-        self._emit("", 0, "dead_letter", {
-            "type": "dead_letter",
-            "reason": reason.value,
-            "message": detail,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "original": base64.b64encode(message.value).decode("ascii"),
-        }, topic="dlq")
+        record = DeadLetter.of(
+            message.value, reason=reason, message=detail, topic=message.topic,
+            partition=message.partition, offset=message.offset,
+        )
+        self._emit_encoded("", 0, _encode(record), topic="dlq")
 
 
 def _chunks(

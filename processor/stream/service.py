@@ -51,9 +51,8 @@ from processor.config import Settings
 from processor.core.decision import Outcome
 from processor.errors import CorruptState, StorageError
 from processor.metrics import Health, Metrics, serve_metrics, watch_lag
-from processor.pipeline.caches import RoomCache
-from processor.pipeline.handler import BatchResult, InputHandler, InputMessage
-from processor.pipeline.outputs import OutputBuilder
+from processor.pipeline.processor import PartitionProcessor
+from processor.pipeline.types import BatchResult, InputMessage
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.stream.connect import start_client
@@ -109,7 +108,6 @@ class PartitionWorker:
     store: Store
     relay: OutboxRelay
     max_message_bytes: int
-    cache: RoomCache = field(default_factory=RoomCache)
     #: Held while a batch is taken and processed: whoever holds it keeps the next batch
     #: from starting (`release` waits on it for the batch in flight).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -127,12 +125,12 @@ class PartitionWorker:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.outputs = OutputBuilder(
-            self.partition,
-            self.max_message_bytes,
+        self.processor = PartitionProcessor(
+            self.settings.server_name,
+            partition=self.partition,
+            max_message_bytes=self.max_message_bytes,
             sink="outbox" if self.outputs_enabled else "memory",
         )
-        self.handler = InputHandler(self.settings.server_name, self.cache, self.outputs)
 
     def enqueue(self, messages: list[InputMessage]) -> None:
         self.queue.extend(messages)
@@ -164,18 +162,15 @@ class PartitionWorker:
                 messages = [m for m in messages if m.offset >= expected]
                 if not messages:
                     return None
-                result = self.handler.handle_batch(batch, messages)
-                self.outputs.discard()  # memory sink only: nothing to publish
+                result = self.processor.process(batch, messages)
+                self.processor.take_outputs()  # memory sink only: nothing to publish
                 if not batch.claim_input_offset(
                     self.topic, self.partition, expected, messages[-1].offset + 1
                 ):
                     raise StaleBatch(f"partition {self.partition} moved on from {expected}")
                 return result
         except BaseException:
-            # Nothing learnt during a rolled-back transaction may survive it (NIDs assigned
-            # in it, for one, no longer exist): start again from an empty cache and handler.
-            self.cache = RoomCache()
-            self.__post_init__()
+            self.processor.rolled_back()
             raise
 
 

@@ -23,7 +23,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 from processor.ingest import ingest
-from processor.pipeline.handler import InputMessage
+from processor.pipeline.types import InputMessage
 from processor.room_state import print_room_state
 from processor.storage import open_database
 from tests.conformance.rooms import ROOMS, Room, room_ids, rooms_in

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from processor.ingest import IngestSummary, ingest
-from processor.pipeline.handler import InputMessage
+from processor.pipeline.types import InputMessage
 from processor.room_state import print_room_state
 from processor.storage.sqlite import SqliteStore
 

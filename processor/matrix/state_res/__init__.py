@@ -19,13 +19,14 @@ from processor.matrix.room_versions import RoomVersion, StateResAlgorithm
 from processor.matrix.state_res.auth_chain import AuthChainIndex
 from processor.matrix.state_res.source import EventSource, InMemoryEventSource, StateResEvent
 from processor.matrix.state_res.v1 import resolve_v1
-from processor.matrix.state_res.v2 import is_power_event, resolve_v2
+from processor.matrix.state_res.v2 import conflicted_state_keys, is_power_event, resolve_v2
 
 __all__ = [
     "AuthChainIndex",
     "EventSource",
     "InMemoryEventSource",
     "StateResEvent",
+    "conflicted_state_keys",
     "is_power_event",
     "resolve_state",
 ]
