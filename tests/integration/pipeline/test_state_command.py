@@ -164,10 +164,13 @@ def test_unknown_room_or_event_is_a_clear_error(
 ) -> None:
     at, generated = ingested
     room_id = generated[0].room_id
-    assert main(["state", "--database", at.url, "--room", "!nowhere:s9.example"]) == 2
-    assert "!nowhere:s9.example" in capsys.readouterr().err
-    assert main(["state", "--database", at.url, "--room", room_id, "--at", "$nope"]) == 2
-    assert "$nope" in capsys.readouterr().err
+    # NotFound (status 4), not a configuration error (issue 13).
+    assert main(["state", "--database", at.url, "--room", "!nowhere:s9.example"]) == 4
+    assert capsys.readouterr().err == (
+        "roomserver state: room !nowhere:s9.example is not in this database\n"
+    )
+    assert main(["state", "--database", at.url, "--room", room_id, "--at", "$nope"]) == 4
+    assert capsys.readouterr().err == f"roomserver state: event $nope is not in room {room_id}\n"
 
 
 def test_missing_database_file_is_a_clear_error(
