@@ -4,6 +4,8 @@
     ├── SchemaError               bytes that are not a valid wire message; dead-letter them
     │   └── InvalidEvent          an untrusted PDU is malformed; dead-letter it
     │       ├── EventTooLarge     over a spec size limit (schemas.errors)
+    │       ├── CanonicalJsonError  a value with no canonical JSON encoding (a float, an
+    │       │                     integer out of range; processor.matrix.canonical_json)
     │       └── UnknownRoomVersion  a room version we do not implement
     ├── AuthError                 the event fails the authorization rules; store it as rejected
     ├── StateResolutionError      state resolution was handed inconsistent input (an event it

@@ -1,4 +1,4 @@
-"""The CLI ends every `RoomserverError` the same way (issue 13): one line on stderr,
+"""The CLI ends every `RoomserverError` the same way: one line on stderr,
 `roomserver <command>: <message>`, never a traceback, and a non-zero status that says
 which kind of failure it was (2 configuration, 3 corrupt database, 4 not found, 1 other)."""
 
@@ -11,6 +11,7 @@ import pytest
 
 import processor.cli as cli
 import processor.errors as errors
+from processor.matrix.canonical_json import CanonicalJsonError
 from processor.pipeline.outputs import OutputTooLarge
 from schemas.errors import EventTooLarge
 
@@ -29,6 +30,7 @@ EXPECTED_STATUS: dict[type[errors.RoomserverError], int] = {
     errors.SchemaError: 1,
     errors.InvalidEvent: 1,
     EventTooLarge: 1,
+    CanonicalJsonError: 1,
     errors.UnknownRoomVersion: 1,
     errors.AuthError: 1,
     errors.StateResolutionError: 1,

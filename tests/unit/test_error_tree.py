@@ -1,4 +1,4 @@
-"""One error tree (issue 13): every error the roomserver raises on purpose is a
+"""One error tree: every error the roomserver raises on purpose is a
 `RoomserverError`, the tree in `processor.errors` is the one drawn in its docstring, and
 `CorruptState` is not a (retried) `StorageError`."""
 
@@ -11,6 +11,7 @@ import pytest
 
 import processor.errors as errors
 import schemas.errors
+from processor.matrix.canonical_json import CanonicalJsonError
 from processor.pipeline.outputs import OutputTooLarge
 from schemas.output import NewRoomEvent, reassemble
 
@@ -80,7 +81,8 @@ def test_the_docstring_draws_every_class() -> None:
         on_branch = "── " in line or line.strip() == stripped
         if name[:1].isupper() and name.isidentifier() and on_branch:
             drawn.setdefault(name, len(line) - len(stripped))
-    classes = {c.__name__: c for c in _exported_classes()} | {"OutputTooLarge": OutputTooLarge}
+    elsewhere = [OutputTooLarge, CanonicalJsonError]
+    classes = {c.__name__: c for c in [*_exported_classes(), *elsewhere]}
     for name, cls in classes.items():
         assert name in drawn, f"{name} is not drawn in processor.errors' docstring"
         if cls is errors.RoomserverError:
