@@ -493,14 +493,14 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _state(args: argparse.Namespace) -> int:
-    from processor.room_state import print_room_state
+    from processor.room_state import room_state_lines
     from processor.storage import open_database
 
     room = _utf8_argument("--room", args.room)
     at = None if args.at is None else _utf8_argument("--at", args.at)
     store = open_database(_utf8_argument("--database", args.database), read_only=True)
     try:
-        for line in print_room_state(
+        for line in room_state_lines(
             store, room, at=at, before=args.before, all_events=args.all_events
         ):
             sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from processor.core.nids import StateSnapshotNID
 from processor.errors import EventNotFound, RoomNotFound
+from processor.nids import StateSnapshotNID
 from processor.storage.base import Batch, EventRecord, Store
 
 
@@ -39,7 +39,7 @@ def _state_lines(
     }
 
 
-def print_room_state(
+def room_state_lines(
     store: Store, room_id: str, *, at: str | None, before: bool, all_events: bool
 ) -> Iterator[dict[str, Any]]:
     with store.batch() as batch:

@@ -15,12 +15,12 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.errors import AuthError
 from processor.matrix.auth import auth_types_for_event, check_auth, check_auth_events_shape
 from processor.matrix.events import Event, server_name_of
 from processor.matrix.power_levels import power_levels_of, user_power_level
 from processor.matrix.room_versions import RoomVersion
+from processor.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 
 
 class Outcome(enum.Enum):

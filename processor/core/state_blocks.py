@@ -39,7 +39,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from processor.core.nids import EventNID, StateKeyTuple
+from processor.nids import EventNID, StateKeyTuple
 
 __all__ = [
     "FOLD_MIN_ENTRIES",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from processor.generate.cli import add_generate_command, run_generate
 from processor.generate.keys import ServerKey
-from processor.generate.model import GeneratedEvent, Outcome
+from processor.generate.model import GeneratedEvent, IntendedOutcome
 from processor.generate.traffic import (
     GeneratedTraffic,
     generate,
@@ -33,7 +33,7 @@ from processor.generate.traffic import (
 __all__ = [
     "GeneratedEvent",
     "GeneratedTraffic",
-    "Outcome",
+    "IntendedOutcome",
     "ServerKey",
     "add_generate_command",
     "generate",

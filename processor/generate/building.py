@@ -35,7 +35,7 @@ from processor.generate.model import (
     WORDS,
     Clock,
     GeneratedEvent,
-    Outcome,
+    IntendedOutcome,
 )
 from processor.generate.pdus import PduFactory
 from processor.generate.view import IndexedSet, RoomView, server_of
@@ -176,7 +176,7 @@ class SimulationBase:
         state_key: str | None = None,
         *,
         kind: str,
-        outcome: Outcome = "accepted",
+        outcome: IntendedOutcome = "accepted",
         prev_event_ids: list[str] | None = None,
         also_signed_by: str | None = None,
         redacts: str | None = None,
@@ -311,7 +311,7 @@ class SimulationBase:
         membership: str,
         *,
         kind: str,
-        outcome: Outcome = "accepted",
+        outcome: IntendedOutcome = "accepted",
         extra: dict[str, Any] | None = None,
         also_signed_by: str | None = None,
     ) -> GeneratedEvent:

@@ -20,14 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processor.core.nids import (
-    PREASSIGNED_EVENT_TYPE_NIDS,
-    PREASSIGNED_STATE_KEY_NIDS,
-    EventNID,
-    EventTypeNID,
-    StateKeyNID,
-    StateKeyTuple,
-)
 from processor.errors import AuthError
 from processor.generate.model import CREATE, MEMBER
 from processor.generate.view import RoomView, StateEntry
@@ -35,6 +27,14 @@ from processor.matrix.auth import check_auth
 from processor.matrix.events import Event
 from processor.matrix.room_versions import RoomVersion
 from processor.matrix.state_res import InMemoryEventSource, StateResEvent, resolve_state
+from processor.nids import (
+    PREASSIGNED_EVENT_TYPE_NIDS,
+    PREASSIGNED_STATE_KEY_NIDS,
+    EventNID,
+    EventTypeNID,
+    StateKeyNID,
+    StateKeyTuple,
+)
 
 __all__ = ["NO_CONFLICTS", "Conflicts", "RoomDag"]
 

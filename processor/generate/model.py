@@ -20,12 +20,12 @@ __all__ = [
     "WORDS",
     "Clock",
     "GeneratedEvent",
-    "Outcome",
+    "IntendedOutcome",
     "Summary",
     "key_kind",
 ]
 
-Outcome = Literal["accepted", "rejected", "soft_failed"]
+IntendedOutcome = Literal["accepted", "rejected", "soft_failed"]
 
 CREATE = "m.room.create"
 MEMBER = "m.room.member"
@@ -80,7 +80,7 @@ class GeneratedEvent:
     input: dict[str, Any]
     event_id: str
     room_id: str
-    outcome: Outcome
+    outcome: IntendedOutcome
     #: What the event exercises ("message", "kick", "reject:ban_without_level", ...).
     kind: str
     #: With `trace`: the state the event was built against (its branch's view) and the

@@ -33,10 +33,10 @@ from processor.generate.model import (
     POWER_LEVELS,
     Clock,
     GeneratedEvent,
-    Outcome,
+    IntendedOutcome,
 )
 
-__all__ = ["Clock", "GeneratedEvent", "Outcome", "RoomSimulation"]
+__all__ = ["Clock", "GeneratedEvent", "IntendedOutcome", "RoomSimulation"]
 
 
 class RoomSimulation(ForkActions):

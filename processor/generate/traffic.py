@@ -15,7 +15,7 @@ import msgspec
 
 from processor.errors import ConfigError
 from processor.generate.keys import ServerKey, make_servers
-from processor.generate.model import Clock, GeneratedEvent, Outcome
+from processor.generate.model import Clock, GeneratedEvent, IntendedOutcome
 from processor.generate.rooms import RoomSimulation
 from processor.matrix.room_versions import KNOWN_ROOM_VERSIONS
 from processor.matrix.room_versions import room_version as lookup_room_version
@@ -42,7 +42,7 @@ class GeneratedTraffic:
     """The inputs in produce order, and the outcome intended for every event ID."""
 
     inputs: list[dict[str, Any]] = field(default_factory=list)
-    expected: dict[str, Outcome] = field(default_factory=dict)
+    expected: dict[str, IntendedOutcome] = field(default_factory=dict)
     #: What each event exercises (event ID -> "message", "kick", "reject:...", ...).
     kinds: dict[str, str] = field(default_factory=dict)
     #: Every server that signed something, for signature checks.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from processor.core.nids import EventNID, StateKeyTuple
+from processor.nids import EventNID, StateKeyTuple
 
 __all__ = ["IndexedSet", "RoomView", "StateEntry", "server_of"]
 

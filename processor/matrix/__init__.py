@@ -27,7 +27,7 @@ __all__ = [
     "room_version",
 ]
 
-# Canonical JSON, hashes and event IDs, redaction, signing (issue 3).
+# Canonical JSON, hashes and event IDs, redaction, signing.
 from processor.matrix.canonical_json import CanonicalJsonError, canonical_json
 from processor.matrix.hashing import (
     add_content_hash,
@@ -67,7 +67,7 @@ __all__ += [
     "verify_signed_json",
 ]
 
-# Authorization rules and auth-event selection (issue 4).
+# Authorization rules and auth-event selection.
 from processor.matrix.auth import (  # noqa: E402
     auth_types_for_event,
     check_auth,
@@ -88,7 +88,7 @@ __all__ += [
     "user_power_level",
 ]
 
-# State resolution v1, v2, v2.1 over NIDs (issue 5).
+# State resolution v1, v2, v2.1 over NIDs.
 from processor.matrix.state_res import (  # noqa: E402
     AuthChainIndex,
     EventSource,
@@ -105,7 +105,7 @@ __all__ += [
     "resolve_state",
 ]
 
-# Decoding a PDU for its room version into an Event (issue 3).
+# Decoding a PDU for its room version into an Event.
 from processor.matrix.pdu import decode_pdu  # noqa: E402
 
 __all__ += ["decode_pdu"]

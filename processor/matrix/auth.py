@@ -367,7 +367,7 @@ def _join_rule(auth_state: Mapping[tuple[str, str], Event]) -> object:
     """The room's join rule. With no join-rules event (or no `join_rule` in it) the rules'
     text falls through to "otherwise, reject" for every join but the creator's; the reference
     server reads the room as `invite` then, which also lets an invited or joined user join,
-    and we match it (interoperability, design §4)."""
+    and we match it (interoperability, docs/interoperability.md)."""
     join_rules = auth_state.get(JOIN_RULES_KEY)
     if join_rules is None:
         return _INVITE

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from processor.core import decision
-from processor.core.nids import EventNID
 from processor.matrix.events import Event
+from processor.nids import EventNID
 from processor.pipeline.context import RoomContext
 from processor.pipeline.rooms import implied_create_event_id
 from processor.pipeline.types import DeadLetterError, LoadedEvent, StateAt

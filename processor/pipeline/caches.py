@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from processor.core.decision import state_after
-from processor.core.nids import (
+from processor.errors import CorruptState, InvalidEvent
+from processor.matrix.events import Event
+from processor.matrix.pdu import decode_pdu
+from processor.matrix.room_versions import RoomVersion, create_event_id_of_room, room_version
+from processor.matrix.state_res import AuthChainIndex, StateResEvent
+from processor.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,
@@ -21,11 +26,6 @@ from processor.core.nids import (
     StateKeyTuple,
     StateSnapshotNID,
 )
-from processor.errors import CorruptState, InvalidEvent
-from processor.matrix.events import Event
-from processor.matrix.pdu import decode_pdu
-from processor.matrix.room_versions import RoomVersion, create_event_id_of_room, room_version
-from processor.matrix.state_res import AuthChainIndex, StateResEvent
 from processor.pipeline.types import Decoded, LoadedEvent, StateAt
 from processor.storage.base import Batch, EventRecord, RedactionRecord, RoomRecord
 from processor.storage.caches import LRU

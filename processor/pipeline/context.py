@@ -12,14 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from processor.core import decision
-from processor.core.nids import (
+from processor.matrix.events import Event
+from processor.matrix.visibility import DEFAULT_HISTORY_VISIBILITY
+from processor.nids import (
     EMPTY_STATE_KEY_NID,
     MROOM_HISTORY_VISIBILITY_NID,
     EventNID,
     StateKeyTuple,
 )
-from processor.matrix.events import Event
-from processor.matrix.visibility import DEFAULT_HISTORY_VISIBILITY
 from processor.pipeline.caches import RoomCache, TrackedRoom
 from processor.pipeline.types import DeadLetterError, LoadedEvent, StateAt
 from processor.storage.base import Batch

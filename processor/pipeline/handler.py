@@ -17,8 +17,8 @@ import logging
 from collections.abc import Sequence
 
 from processor.core.decision import Outcome
-from processor.core.nids import EventNID, RoomNID, StateKeyTuple, StateSnapshotNID
 from processor.matrix.events import Event
+from processor.nids import EventNID, RoomNID, StateKeyTuple, StateSnapshotNID
 from processor.pipeline import auth_checks, membership, redactions, room_advance, state_before
 from processor.pipeline.caches import RoomCache, TrackedRoom
 from processor.pipeline.context import RoomContext

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.matrix.events import server_name_of
+from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.context import RoomContext
 from processor.pipeline.outputs import OutputBuilder
 from processor.pipeline.types import LoadedEvent

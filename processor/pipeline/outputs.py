@@ -24,8 +24,8 @@ from typing import Literal
 
 import msgspec
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.errors import ConfigError
+from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.caches import TrackedRoom
 from processor.pipeline.types import BatchResult, InputMessage, LoadedEvent
 from processor.storage.base import Batch

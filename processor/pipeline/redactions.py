@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from processor.core import decision
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.matrix.canonical_json import canonical_json
 from processor.matrix.redaction import redact
+from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.context import RoomContext
 from processor.pipeline.outputs import OutputBuilder
 from processor.pipeline.types import LoadedEvent

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from processor.core import decision
-from processor.core.nids import EventNID, StateKeyTuple
+from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.context import RoomContext
 from processor.pipeline.membership import update_memberships
 from processor.pipeline.state_before import resolve

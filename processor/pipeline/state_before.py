@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.errors import StateResolutionError
 from processor.matrix.state_res import conflicted_state_keys, resolve_state
+from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.context import RoomContext
 from processor.pipeline.types import BatchResult, DeadLetterError, LoadedEvent, StateAt
 from schemas.dead_letter import DeadLetterReason

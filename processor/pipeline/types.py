@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from processor.core.decision import Outcome
-from processor.core.nids import EventNID, RoomNID, StateKeyTuple, StateSnapshotNID
 from processor.matrix.events import Event
 from processor.matrix.room_versions import RoomVersion
+from processor.nids import EventNID, RoomNID, StateKeyTuple, StateSnapshotNID
 from schemas.dead_letter import DeadLetterReason
 from schemas.input import InputRoomEvent
 

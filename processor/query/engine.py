@@ -16,7 +16,10 @@ from typing import Any
 import msgspec
 
 from processor.core.decision import state_after
-from processor.core.nids import (
+from processor.errors import StateResolutionError
+from processor.matrix.room_versions import KNOWN_ROOM_VERSIONS
+from processor.matrix.visibility import history_visibility_of, server_may_see_event
+from processor.nids import (
     EMPTY_STATE_KEY_NID,
     MROOM_HISTORY_VISIBILITY_NID,
     MROOM_MEMBER_NID,
@@ -26,9 +29,6 @@ from processor.core.nids import (
     StateKeyTuple,
     StateSnapshotNID,
 )
-from processor.errors import StateResolutionError
-from processor.matrix.room_versions import KNOWN_ROOM_VERSIONS
-from processor.matrix.visibility import history_visibility_of, server_may_see_event
 from processor.query import aliases
 from processor.query.database import QueryDatabase, ReadTx
 from processor.query.errors import BadRequest, NotFound, QueryError

@@ -20,9 +20,9 @@ from typing import Any
 
 import msgspec
 
-from processor.core.nids import EventNID, RoomNID
 from processor.errors import CorruptState
 from processor.matrix.visibility import server_name_of
+from processor.nids import EventNID, RoomNID
 from processor.query.database import ReadTx
 from processor.storage.caches import LRU
 from processor.storage.sqlite import unpack_nids

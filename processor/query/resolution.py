@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.matrix.room_versions import room_version
 from processor.matrix.state_res import AuthChainIndex, StateResEvent, resolve_state
+from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.caches import BatchEventSource, RoomCache
 from processor.query.database import ReadTx
 from processor.storage.base import RoomRecord

@@ -4,7 +4,7 @@ One `Store` per process (thread-safe); one `Batch` per input batch = ONE databas
 committed on clean exit of `Store.batch()` and rolled back on an exception. Reads inside a
 batch see that batch's own writes, including writes still buffered for the commit.
 
-NIDs are never 0 (0 means "none"); see `processor.core.nids`. Every method that takes NIDs
+NIDs are never 0 (0 means "none"); see `processor.nids`. Every method that takes NIDs
 read from the database raises `CorruptState` when one of them does not exist: a dangling NID is
 a broken invariant, never "not found".
 """
@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from processor.core.nids import (
+from processor.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from processor.core.nids import EventNID, RoomNID, StateBlockNID, StateKeyNID, StateSnapshotNID
 from processor.core.state_blocks import StateBlock
+from processor.nids import EventNID, RoomNID, StateBlockNID, StateKeyNID, StateSnapshotNID
 from processor.storage.base import EventRecord, MembershipRecord, RoomRecord
 from processor.storage.caches import SnapshotMeta, StoreCaches
 

@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from processor.core.nids import (
+from processor.core.state_blocks import StateBlock
+from processor.nids import (
     EventNID,
     RoomNID,
     StateBlockNID,
     StateKeyTuple,
     StateSnapshotNID,
 )
-from processor.core.state_blocks import StateBlock
 from processor.storage.base import RoomRecord
 
 K = TypeVar("K")

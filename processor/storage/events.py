@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from processor.core.nids import (
+from processor.errors import CorruptState, StorageError
+from processor.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,
     StateKeyNID,
     StateSnapshotNID,
 )
-from processor.errors import CorruptState, StorageError
 from processor.storage.base import EventRecord, RoomRecord
 from processor.storage.batch_core import BatchCore, NidKind
 from processor.storage.tables import EVENT_COLUMNS, ROOM_COLUMNS, event_record, room_record

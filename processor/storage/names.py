@@ -11,8 +11,8 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterable
 
-from processor.core.nids import EventTypeNID, StateKeyNID
 from processor.errors import CorruptState, StorageError
+from processor.nids import EventTypeNID, StateKeyNID
 from processor.storage.batch_core import BatchCore
 from processor.storage.tables import NameKind
 

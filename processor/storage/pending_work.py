@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from processor.core.nids import EventNID, RoomNID, StateKeyNID
+from processor.nids import EventNID, RoomNID, StateKeyNID
 from processor.storage.base import MembershipRecord, RedactionRecord
 from processor.storage.batch_core import BatchCore
 

@@ -22,13 +22,13 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from processor.core.nids import (
+from processor.errors import StorageError
+from processor.nids import (
     PREASSIGNED_EVENT_TYPE_NIDS,
     PREASSIGNED_STATE_KEY_NIDS,
     StateBlockNID,
     StateSnapshotNID,
 )
-from processor.errors import StorageError
 from processor.storage.base import EventRecord, RedactionRecord
 from processor.storage.batch import BatchBase, TableRows
 from processor.storage.batch_core import NidKind

@@ -3,7 +3,7 @@
 Each backend applies, inside ONE transaction holding a lock that serialises concurrent
 starters (PostgreSQL: an advisory transaction lock; SQLite: BEGIN IMMEDIATE), every migration
 whose version is not yet in `schema_migrations`, then (re)inserts the preassigned NIDs of
-`processor.core.nids`. A process starting while another migrates waits, then finds nothing to do.
+`processor.nids`. A process starting while another migrates waits, then finds nothing to do.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
-from processor.core.nids import PREASSIGNED_EVENT_TYPE_NIDS, PREASSIGNED_STATE_KEY_NIDS
 from processor.errors import CorruptState
+from processor.nids import PREASSIGNED_EVENT_TYPE_NIDS, PREASSIGNED_STATE_KEY_NIDS
 
 __all__ = [
     "Migration",
@@ -69,7 +69,7 @@ def check_preassigned(
     found_types: dict[str, int], found_keys: dict[str, int]
 ) -> None:
     """Raise if a preassigned name is stored under another NID (an older schema gave it one
-    before it became well known): the NIDs in processor/core/nids.py must hold."""
+    before it became well known): the NIDs in processor/nids.py must hold."""
     for wanted, found, what in (
         (PREASSIGNED_EVENT_TYPE_NIDS, found_types, "event type"),
         (PREASSIGNED_STATE_KEY_NIDS, found_keys, "state key"),

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from processor.core.nids import PREASSIGNED_EVENT_TYPE_NIDS, PREASSIGNED_STATE_KEY_NIDS
 from processor.errors import CorruptState, StorageError
+from processor.nids import PREASSIGNED_EVENT_TYPE_NIDS, PREASSIGNED_STATE_KEY_NIDS
 from processor.storage.batch import BatchBase
 from processor.storage.batch_core import NidKind
 from processor.storage.caches import StoreCaches

@@ -27,15 +27,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from processor.core import state_blocks
-from processor.core.nids import (
+from processor.core.state_blocks import MalformedBlock, SnapshotPlan, StateBlock
+from processor.errors import CorruptState, StorageError
+from processor.nids import (
     EventNID,
     RoomNID,
     StateBlockNID,
     StateKeyTuple,
     StateSnapshotNID,
 )
-from processor.core.state_blocks import MalformedBlock, SnapshotPlan, StateBlock
-from processor.errors import CorruptState, StorageError
 from processor.storage.batch_core import BatchCore, NidKind, SnapshotRow
 from processor.storage.caches import SnapshotMeta, StoreCaches
 from processor.storage.tables import STATE_BLOCKS, STATE_SNAPSHOTS, block_row, snapshot_row

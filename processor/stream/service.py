@@ -10,7 +10,8 @@ up the others. A queue that grows past `QUEUE_BATCHES` batches pauses its partit
 consumer until the worker catches up (aiokafka then drops what it buffered for it and
 fetches it again from the position after the queue's last record: nothing is skipped).
 
-Exactly once (design §6): the next input offset is stored in PostgreSQL in the batch's own
+Exactly once (docs/architecture.md §5): the next input offset is stored in PostgreSQL in the
+batch's own
 transaction, with a compare-and-set on the offset the batch started from, so a stale owner
 after a rebalance cannot apply a batch twice; on assignment the consumer seeks to the stored
 offset (Kafka's committed offsets exist only for lag tooling); a batch that loses the

@@ -1,4 +1,4 @@
-"""Benchmark: the roomserver end to end through the real topics (issue 7, design §8).
+"""Benchmark: the roomserver end to end through the real topics (README.md, Performance).
 
 Generated traffic (`processor.generate.iter_generate`: many rooms, several servers per room
 whose views fork and merge, joins/leaves/invites/bans, power-level and join-rule changes,
@@ -14,7 +14,7 @@ broker and PostgreSQL on this machine, with `roomserver run` in its own process:
 (c) rebuild: `roomserver rebuild` of the input topic of (a) and (b) into a new, empty
     database (no output topic), events/s as it reports it and wall-clock including startup.
 
-Targets (design §8): (a) >= 10,000 events/s; (b) p99 <= 100 ms at 1,000 events/s;
+Targets (README.md, Performance): (a) >= 10,000 events/s; (b) p99 <= 100 ms at 1,000 events/s;
 (c) >= 20,000 events/s.
 
     eval "$(deploy/local/kafka.sh start | sed 's/^/export /')"

@@ -5,7 +5,7 @@
 
 Generates the traffic once (not timed), then ingests it into a fresh SQLite file and, when a
 PostgreSQL URL is given (or DATABASE_URL is set), into a fresh PostgreSQL database. Prints
-events/s for each. Target (issue 8): at least 20,000 events/s with SQLite.
+events/s for each. Target: at least 20,000 events/s with SQLite.
 """
 
 from __future__ import annotations

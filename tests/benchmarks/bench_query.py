@@ -1,4 +1,4 @@
-"""Benchmark: the query API (`roomserver serve`) on PostgreSQL (issue 15).
+"""Benchmark: the query API (`roomserver serve`) on PostgreSQL.
 
 Workload: one room of 10,000 members and 100,000 events (v10; 10,000 joins, then messages
 with a two-branch fork and merge every 50 events), plus `--small-rooms` rooms of 20

@@ -28,7 +28,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from processor.core.nids import (
+from processor.matrix.events import Event
+from processor.matrix.room_versions import RoomVersion, room_version
+from processor.matrix.state_res import (
+    InMemoryEventSource,
+    StateResEvent,
+    resolve_state,
+)
+from processor.matrix.state_res.v2 import conflicted_state_keys
+from processor.nids import (
     EMPTY_STATE_KEY_NID,
     MROOM_CREATE_NID,
     MROOM_JOIN_RULES_NID,
@@ -39,14 +47,6 @@ from processor.core.nids import (
     StateKeyNID,
     StateKeyTuple,
 )
-from processor.matrix.events import Event
-from processor.matrix.room_versions import RoomVersion, room_version
-from processor.matrix.state_res import (
-    InMemoryEventSource,
-    StateResEvent,
-    resolve_state,
-)
-from processor.matrix.state_res.v2 import conflicted_state_keys
 
 TOPIC_NID = EventTypeNID(8)
 NAME_NID = EventTypeNID(9)

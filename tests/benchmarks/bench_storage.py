@@ -1,4 +1,4 @@
-"""Benchmark: state storage size and full-state load latency (issue 6, design §8).
+"""Benchmark: state storage size and full-state load latency (README.md, Performance).
 
 Workload (driven through the `Store` interface the way the processor drives it, 1,000 events
 per batch): a room joined with 6,000 members of initial state, then events up to 100,000 in
@@ -41,7 +41,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from processor.core.nids import (
+from processor.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,

@@ -1,4 +1,4 @@
-"""Long mutation-fuzzing run of `ingest` (issue 14); the suite runs 300 cases of the same.
+"""Long mutation-fuzzing run of `ingest`; the suite runs 300 cases of the same.
 
     .venv/bin/python tests/benchmarks/fuzz_ingest.py --cases 5000 [--seed S] [--events N]
 

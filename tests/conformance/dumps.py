@@ -4,7 +4,7 @@ The input is the twelve conformance rooms interleaved line by line (each room ke
 order), so that every batch and every input partition mixes rooms. A dump holds, for every
 room, exactly the bytes that `roomserver state --database DB --room ROOM --all-events`
 prints (`after`) and the same with `--before` (`before`): the same function
-(`print_room_state`) and the same encoding as the command line (`processor/cli.py`).
+(`room_state_lines`) and the same encoding as the command line (`processor/cli.py`).
 
 `baseline()` is the reference every variant is held against: the interleaved input through
 the embedded mode (`ingest`, SQLite, the command's default batch size), computed once per
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from processor.ingest import ingest
 from processor.pipeline.types import InputMessage
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_database
 from tests.conformance.rooms import ROOMS, Room, room_ids, rooms_in
 
@@ -72,7 +72,7 @@ def dump(database: str, rooms: Iterable[str] | None = None) -> Dump:
     try:
         return {
             (room_id, mode): encode(
-                print_room_state(
+                room_state_lines(
                     store, room_id, at=None, before=mode == "before", all_events=True
                 )
             )

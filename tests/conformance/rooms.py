@@ -21,7 +21,7 @@ from pathlib import Path
 
 from processor.ingest import IngestSummary, ingest
 from processor.pipeline.types import InputMessage
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage.sqlite import SqliteStore
 
 DATA = Path(__file__).parent / "data"
@@ -104,10 +104,10 @@ def answers(database: Path, rooms: Iterable[str]) -> dict[str, Answer]:
     try:
         result: dict[str, Answer] = {}
         for room_id in rooms:
-            after = print_room_state(store, room_id, at=None, before=False, all_events=True)
+            after = room_state_lines(store, room_id, at=None, before=False, all_events=True)
             before = {
                 row["event_id"]: row
-                for row in print_room_state(
+                for row in room_state_lines(
                     store, room_id, at=None, before=True, all_events=True
                 )
             }

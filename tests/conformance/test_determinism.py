@@ -1,4 +1,4 @@
-"""Determinism of the embedded mode (issue 12): the same input gives byte-identical
+"""Determinism of the embedded mode: the same input gives byte-identical
 `roomserver state --all-events` output, after and `--before`, for every room, whatever
 Python's hash seed and whatever the batch size.
 

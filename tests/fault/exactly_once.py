@@ -3,7 +3,7 @@
 The reference is the same input through `ingest` (SQLite, one process, no Kafka, no
 faults). After any faults, the service must have put on the output topic every output of the
 reference exactly once, in order per room (`stream_position` 1..n, no gap, no duplicate —
-design §3), every dead letter exactly once, and reached the reference's room state.
+docs/architecture.md §3), every dead letter exactly once, and reached the reference's room state.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from processor.generate import generate
 from processor.generate.traffic import write_jsonl
 from processor.ingest import ingest, read_lines
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.stream.outbox_relay import SEQ_HEADER
@@ -53,7 +53,8 @@ def line_room_id(line: bytes) -> str:
 
 
 async def produce_by_room(bootstrap_servers: str, topic: str, lines: list[bytes]) -> None:
-    """Publish input lines keyed by room ID, as a producer service does (design §3)."""
+    """Publish input lines keyed by room ID, as a producer service does (docs/architecture.md
+    §3)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         enable_idempotence=True,
@@ -189,10 +190,10 @@ def check_same_state(store: Store, reference: Store, rooms: Iterable[str]) -> No
     """Each room's current state, and its state after every event, equal the clean run's."""
 
     def states(source: Store, room_id: str) -> tuple[list[dict[str, Any]], list[Any]]:
-        current = list(print_room_state(source, room_id, at=None, before=False, all_events=False))
+        current = list(room_state_lines(source, room_id, at=None, before=False, all_events=False))
         # Event NIDs (the listing order) depend on how the work was batched; event IDs don't.
         every = sorted(
-            print_room_state(source, room_id, at=None, before=False, all_events=True),
+            room_state_lines(source, room_id, at=None, before=False, all_events=True),
             key=lambda line: str(line["event_id"]),
         )
         return current, every

@@ -1,4 +1,4 @@
-"""Determinism through the real services (issue 12): the conformance rooms through `roomserver
+"""Determinism through the real services: the conformance rooms through `roomserver
 run` (Kafka in, PostgreSQL) with an input topic of 1 and of 3 partitions, then through
 `roomserver rebuild` into a fresh PostgreSQL database, give byte-identical
 `roomserver state --all-events` output, after and `--before`, for every room, as `ingest`

@@ -3,7 +3,7 @@
 Kafka 4.0 removed old protocol versions (KIP-896); aiokafka negotiates versions, and these tests
 show that what the design needs still works: keyed ordering across partitions with the
 idempotent producer, transactions seen correctly by `read_committed` consumers, consumer-group
-offset commits, and records larger than Kafka's 1 MiB default (design §3, §9).
+offset commits, and records larger than Kafka's 1 MiB default (docs/architecture.md §3).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ async def test_consumer_group_commit_is_resumed_by_the_next_member(
 async def test_records_larger_than_the_default_limit_arrive_intact(
     kafka_bootstrap_servers: str, new_topic: NewTopicFactory
 ) -> None:
-    # A state-rewriting join into a big room lists ~100k event IDs (design §3): several MB in
+    # A state-rewriting join into a big room lists ~100k event IDs (docs/architecture.md §3):
+    # several MB in
     # one output record, above Kafka's 1 MiB default. deploy/local allows 10 MiB batches.
     topic = new_topic(partitions=1)
     value = bytes(range(256)) * (6 * 1024 * 1024 // 256)

@@ -1,6 +1,7 @@
 """The PostgreSQL plumbing the storage layer relies on, proved on a real PostgreSQL 15.
 
-State blocks and snapshots are written in bulk with binary COPY (design §5): `int8[]` columns
+State blocks and snapshots are written in bulk with binary COPY (docs/architecture.md §4):
+`int8[]` columns
 (lists of NIDs) and `bytea` columns (content hashes) must round-trip exactly, including the
 edges — empty arrays, NULLs, the int8 extremes, zero bytes, and megabyte values.
 """

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.matrix.room_versions import RoomVersion, StateResAlgorithm
 from processor.matrix.state_res.auth_chain import AuthChainIndex
 from processor.matrix.state_res.source import EventSource, InMemoryEventSource, StateResEvent
 from processor.matrix.state_res.v1 import resolve_v1
 from processor.matrix.state_res.v2 import conflicted_state_keys, is_power_event, resolve_v2
+from processor.nids import EventNID, StateKeyTuple
 
 __all__ = [
     "AuthChainIndex",

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from processor.core.nids import MROOM_POWER_LEVELS_NID, EventNID, StateKeyTuple
 from processor.errors import StateResolutionError
+from processor.nids import MROOM_POWER_LEVELS_NID, EventNID, StateKeyTuple
 
 _NO_PARENT = -1
 

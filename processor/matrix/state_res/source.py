@@ -11,7 +11,7 @@ events and hands them over through an `EventSource`:
 - `auth_index` is the room's `AuthChainIndex`, kept by the caller and grown as events are
   stored, which answers every auth-chain question without loading events.
 
-`InMemoryEventSource` is a dict-backed implementation for tests and the embedded mode.
+`InMemoryEventSource` is a dict-backed implementation, for tests and the traffic generator.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.errors import StateResolutionError
 from processor.matrix.events import Event
 from processor.matrix.state_res.auth_chain import AuthChainIndex
+from processor.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 
 
 @dataclass(frozen=True, slots=True)

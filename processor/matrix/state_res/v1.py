@@ -24,18 +24,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
-from processor.core.nids import (
+from processor.errors import AuthError, StateResolutionError
+from processor.matrix.auth import auth_types_for_event, check_auth
+from processor.matrix.events import Event
+from processor.matrix.room_versions import RoomVersion
+from processor.matrix.state_res.source import EventSource, StateResEvent
+from processor.nids import (
     MROOM_JOIN_RULES_NID,
     MROOM_MEMBER_NID,
     MROOM_POWER_LEVELS_NID,
     EventNID,
     StateKeyTuple,
 )
-from processor.errors import AuthError, StateResolutionError
-from processor.matrix.auth import auth_types_for_event, check_auth
-from processor.matrix.events import Event
-from processor.matrix.room_versions import RoomVersion
-from processor.matrix.state_res.source import EventSource, StateResEvent
 
 __all__ = ["resolve_v1"]
 

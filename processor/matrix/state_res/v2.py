@@ -23,19 +23,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from processor.core.nids import (
-    EMPTY_STATE_KEY_NID,
-    MROOM_CREATE_NID,
-    MROOM_POWER_LEVELS_NID,
-    EventNID,
-    StateKeyTuple,
-)
 from processor.errors import AuthError, StateResolutionError
 from processor.matrix.auth import auth_types_for_event, check_auth
 from processor.matrix.events import Event
 from processor.matrix.power_levels import CREATE_KEY, user_power_level
 from processor.matrix.room_versions import RoomVersion, StateResAlgorithm
 from processor.matrix.state_res.source import EventSource, StateResEvent
+from processor.nids import (
+    EMPTY_STATE_KEY_NID,
+    MROOM_CREATE_NID,
+    MROOM_POWER_LEVELS_NID,
+    EventNID,
+    StateKeyTuple,
+)
 
 __all__ = ["conflicted_state_keys", "is_power_event", "resolve_v2"]
 

@@ -1,4 +1,4 @@
-"""A mutation fuzzer for `ingest` over generated valid traffic (issue 14).
+"""A mutation fuzzer for `ingest` over generated valid traffic.
 
 One case: a database that already holds the first part of the traffic (stored by an earlier
 run), then a run of the rest with one mutated line inserted at a random place in its last
@@ -9,7 +9,7 @@ checked against a clean run of the same traffic:
 
 * no exception escapes `ingest` (no traceback), the run ends (pytest-timeout bounds it);
 * every valid event before the mutated line has the outcome and the state (per
-  `print_room_state`) the clean run gives it, and every valid event after it is processed;
+  `room_state_lines`) the clean run gives it, and every valid event after it is processed;
 * nothing stored before the run changed (rejected flag and state of every earlier event).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 from processor.core.decision import Outcome
 from processor.generate import generate
 from processor.ingest import ingest, read_lines
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_store
 
 __all__ = ["FuzzFailure", "Fuzzer"]
@@ -149,7 +149,7 @@ class Fuzzer:
         try:
             found: dict[str, tuple[bool, Any]] = {}
             for room_id in self.rooms:
-                for line in print_room_state(store, room_id, at=None, before=False,
+                for line in room_state_lines(store, room_id, at=None, before=False,
                                              all_events=True):
                     found[line["event_id"]] = (line["rejected"], line["state"])
             return found

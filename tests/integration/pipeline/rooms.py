@@ -27,7 +27,7 @@ from processor.generate.keys import ServerKey, make_servers
 from processor.generate.pdus import PduFactory
 from processor.ingest import IngestSummary, ingest, read_lines
 from processor.matrix.room_versions import RoomVersion, room_version
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_store
 from processor.storage.base import EventRecord, Store
 from schemas.codecs import decode_output
@@ -290,7 +290,7 @@ def state_of(
     store: Store, room_id: str, at: str | None = None, *, before: bool = False
 ) -> dict[tuple[str, str], str]:
     """The room's state (now, or after/before `at`) as the `state` command serves it."""
-    [line] = list(print_room_state(store, room_id, at=at, before=before, all_events=False))
+    [line] = list(room_state_lines(store, room_id, at=at, before=before, all_events=False))
     return {(t, k): e for t, k, e in line["state"]}
 
 

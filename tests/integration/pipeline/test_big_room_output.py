@@ -1,6 +1,7 @@
-"""A state-rewriting join into a big room (design §3: "A state-rewriting join into a big room
+"""A state-rewriting join into a big room (docs/architecture.md §3: "A state-rewriting join into a
+big room
 can list 100k state events: no output may exceed the topic's maximum message size, and such
-an output must still arrive intact"; issue 7: a 50,000-member room).
+an output must still arrive intact"; a 50,000-member room).
 
 The join's `new_room_event` lists every state event in `adds_state_event_ids`: megabytes of
 event IDs. It must come as `part`/`parts` messages sharing one `stream_position`, each within
@@ -17,8 +18,8 @@ from typing import Any, cast
 
 import pytest
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID
 from processor.ingest import read_lines
+from processor.nids import EventNID, EventTypeNID, StateKeyNID
 from processor.pipeline.outputs import KAFKA_RECORD_OVERHEAD_BYTES, OutputBuilder, OutputTooLarge
 from processor.pipeline.processor import PartitionProcessor
 from processor.pipeline.types import BatchResult

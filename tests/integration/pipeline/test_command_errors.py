@@ -1,4 +1,4 @@
-"""`roomserver ingest` and `state` on wrong arguments (issue 14): one line a user can act
+"""`roomserver ingest` and `state` on wrong arguments: one line a user can act
 on, no traceback, nothing created or rewritten by mistake; and the `--database` rule."""
 
 from __future__ import annotations

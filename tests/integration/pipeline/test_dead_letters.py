@@ -1,4 +1,4 @@
-"""Bad input through `ingest` (issue 7 "Bad input", issue 8 "malformed lines"): each bad
+"""Bad input through `ingest` : each bad
 line becomes a dead letter reported with its line number and a machine-readable reason
 (`schemas.dead_letter.DeadLetterReason`), and processing goes on with the next line.
 

@@ -1,4 +1,4 @@
-"""Mutation fuzzing of `ingest` (issue 14): a few hundred cases, each one hostile line among
+"""Mutation fuzzing of `ingest`: a few hundred cases, each one hostile line among
 valid traffic (see `tests.integration.pipeline.fuzz` for the mutations and properties). The
 longer run is `tests/benchmarks/fuzz_ingest.py`."""
 

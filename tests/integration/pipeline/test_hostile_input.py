@@ -1,4 +1,4 @@
-"""Hostile input (issue 14): whatever the bytes of a line, it alone is dead-lettered and the
+"""Hostile input: whatever the bytes of a line, it alone is dead-lettered and the
 rest of its batch is stored; no input can establish a room or its version but the room's
 create event, and an event citing an event of another room version is dead-lettered, not
 a crash.

@@ -1,4 +1,4 @@
-"""Invites for local users (design §3: `new_invite_event` / `retire_invite_event`).
+"""Invites for local users (docs/architecture.md §3: `new_invite_event` / `retire_invite_event`).
 
 The roomserver runs as `s2.example` here (Bob's and Carol's server). An accepted invite of a
 local user is announced with `new_invite_event`; when the user's membership moves on (join,

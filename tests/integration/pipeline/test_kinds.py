@@ -1,4 +1,4 @@
-"""The input kinds through the embedded mode (design §3 "InputRoomEvent", issue 7 "Kinds"):
+"""The input kinds through the embedded mode (docs/architecture.md §3, `InputRoomEvent`):
 
 - `outlier`: stored and checked against its own auth events only (server-server API,
   "Checks performed on receipt of a PDU", step 4); no state, no output; it can authorise a

@@ -1,4 +1,4 @@
-"""Redactions through the embedded mode (issue 7 "Redactions", design §3 `redacted_event`).
+"""Redactions through the embedded mode (docs/architecture.md §3: `redacted_event`).
 
 - v1, v2 (auth rules, m.room.redaction rule): a redaction is allowed when the sender has the
   `redact` power level, or when the redacted event's ID has the redaction's event ID domain;

@@ -1,4 +1,4 @@
-"""`roomserver state` (issue 8): a room's state now, after an event, before it (`--before`),
+"""`roomserver state`: a room's state now, after an event, before it (`--before`),
 or at every event (`--all-events`), as JSON lines
 `{"room_id", "event_id", "rejected", "state": [[type, state_key, event_id], ...]}`.
 
@@ -164,7 +164,7 @@ def test_unknown_room_or_event_is_a_clear_error(
 ) -> None:
     at, generated = ingested
     room_id = generated[0].room_id
-    # NotFound (status 4), not a configuration error (issue 13).
+    # NotFound (status 4), not a configuration error.
     assert main(["state", "--database", at.url, "--room", "!nowhere:s9.example"]) == 4
     assert capsys.readouterr().err == (
         "roomserver state: room !nowhere:s9.example is not in this database\n"

@@ -1,4 +1,4 @@
-"""`roomserver state` ends with one line and a status that says what went wrong (issue 13):
+"""`roomserver state` ends with one line and a status that says what went wrong:
 a room or event that is not in the database is `NotFound` (status 4, no longer a
 "configuration error"), and a database whose stored state is broken is `CorruptState`
 (status 3, saying to restore or rebuild), never a traceback."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_store
 from tests.integration.query.conftest import Served, conformance_rooms, ingest_conformance
 
@@ -140,7 +140,7 @@ def test_auth_chain_of_events(filled: Served) -> None:
 def test_latest_events_and_state_is_the_current_state(filled: Served, room: RoomData) -> None:
     store = open_store(filled.url)
     try:
-        (current,) = print_room_state(
+        (current,) = room_state_lines(
             store, room.room_id, at=None, before=False, all_events=False
         )
         record = None

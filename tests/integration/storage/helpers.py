@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from processor.core.nids import (
+from processor.nids import (
     EventNID,
     EventTypeNID,
     RoomNID,

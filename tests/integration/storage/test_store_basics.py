@@ -1,7 +1,7 @@
 """Storage contract, part 1: numeric IDs, rooms, events, migrations, transactions.
 
 Runs on SQLite and PostgreSQL through the `store` fixture. NID rules
-(processor/core/nids.py): never 0, preassigned well-known types and the empty state key,
+(processor/nids.py): never 0, preassigned well-known types and the empty state key,
 stable forever.
 """
 
@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from processor.core.nids import (
+from processor.errors import CorruptState, StorageError
+from processor.nids import (
     PREASSIGNED_EVENT_TYPE_NIDS,
     PREASSIGNED_STATE_KEY_NIDS,
     EventNID,
@@ -20,7 +21,6 @@ from processor.core.nids import (
     StateKeyNID,
     StateSnapshotNID,
 )
-from processor.errors import CorruptState, StorageError
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.storage.schema import load_migrations

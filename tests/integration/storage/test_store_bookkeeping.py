@@ -8,7 +8,7 @@ and invites are only written by the processor, so their rows are checked with SQ
 
 from __future__ import annotations
 
-from processor.core.nids import EventNID, StateKeyNID
+from processor.nids import EventNID, StateKeyNID
 from processor.storage.base import Batch
 from tests.integration.storage.conftest import StoreUnderTest
 from tests.integration.storage.helpers import add_event, add_room

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from processor.core.nids import EventNID, EventTypeNID, RoomNID, StateKeyNID, StateSnapshotNID
+from processor.nids import EventNID, EventTypeNID, RoomNID, StateKeyNID, StateSnapshotNID
 from processor.storage import open_store
 from processor.storage.base import Batch, Store
 from tests.integration.storage.helpers import State, add_event, add_room, member_events

@@ -13,9 +13,9 @@ import random
 
 import pytest
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateSnapshotNID
 from processor.core.state_blocks import MAX_BLOCKS
 from processor.errors import CorruptState
+from processor.nids import EventNID, EventTypeNID, StateKeyNID, StateSnapshotNID
 from tests.integration.storage.conftest import StoreUnderTest
 from tests.integration.storage.helpers import State, add_event, add_room, member_events, shuffled
 

@@ -1,4 +1,4 @@
-"""A corrupt database stops `roomserver run` (issue 13): `CorruptState` is never retried
+"""A corrupt database stops `roomserver run`: `CorruptState` is never retried
 (it would fail the same way forever) nor dead-lettered (the database would carry on
 disagreeing with the input topic).
 

@@ -1,4 +1,4 @@
-"""Bad input reaches the dead-letter topic and never blocks its partition (design §6).
+"""Bad input reaches the dead-letter topic and never blocks its partition (docs/architecture.md §5).
 
 Each case of the issue's list is produced, between good events, to a one-partition input
 topic; each must arrive on the dead-letter topic as a `schemas.dead_letter.DeadLetter` with

@@ -1,5 +1,5 @@
 """Faults under `roomserver run` on the real broker and database: kill -9, SIGTERM, and a
-broker restart, each followed by the exactly-once check (design §6).
+broker restart, each followed by the exactly-once check (docs/architecture.md §5).
 
 The service runs as a child process (`python -m processor.cli run`, configured through the
 environment). The test waits on what it can observe — the input offsets stored in

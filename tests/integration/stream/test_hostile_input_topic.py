@@ -1,4 +1,4 @@
-"""Hostile input through `run` (issue 14): each line that used to abort a whole batch (not
+"""Hostile input through `run`: each line that used to abort a whole batch (not
 UTF-8, nested too deep, a 1 MB pass-through field, U+0000 in an identifier, which
 PostgreSQL cannot store) or to poison a room (a room_version hint on an event of a room not
 known yet) is produced to the real broker between good events; each must reach the

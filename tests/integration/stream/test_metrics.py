@@ -1,4 +1,4 @@
-"""Observability: Prometheus /metrics and /health of `roomserver run` (issue 7).
+"""Observability: Prometheus /metrics and /health of `roomserver run`.
 
 /metrics must expose events by outcome (accepted, rejected, soft-failed, dead-lettered by
 reason), the batch latency histogram, state resolution time, consumer lag per partition and

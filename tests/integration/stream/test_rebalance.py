@@ -1,5 +1,5 @@
 """Rebalance: a second `roomserver run` instance joins the consumer group mid-stream, later
-the first one leaves; nothing is lost or duplicated (design §6).
+the first one leaves; nothing is lost or duplicated (docs/architecture.md §5).
 
 Both instances run in this process (two `RoomserverService` tasks, each with its own Kafka
 clients and database pool) in one group. Input arrives in three phases so that each

@@ -1,4 +1,5 @@
-"""`roomserver rebuild` on the real broker and database (design §1: the input topic is the
+"""`roomserver rebuild` on the real broker and database (docs/architecture.md §1: the input topic
+is the
 source of truth; replaying it from offset 0 into an empty database rebuilds the same state).
 
 A normal run processes generated traffic (every room version, forks, rejections, soft
@@ -20,7 +21,7 @@ from processor.config import Settings
 from processor.errors import ConfigError
 from processor.generate import generate
 from processor.generate.traffic import write_jsonl
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_store
 from processor.stream import commands
 from schemas.codecs import decode_dead_letter
@@ -53,7 +54,7 @@ def _state_at_every_event(database_url: str, room_ids: list[str]) -> dict[str, A
     try:
         return {
             room_id: list(
-                print_room_state(store, room_id, at=None, before=False, all_events=True)
+                room_state_lines(store, room_id, at=None, before=False, all_events=True)
             )
             for room_id in room_ids
         }

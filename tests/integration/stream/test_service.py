@@ -18,7 +18,7 @@ from processor.config import Settings
 from processor.generate import generate
 from processor.generate.traffic import write_jsonl
 from processor.ingest import ingest, read_lines
-from processor.room_state import print_room_state
+from processor.room_state import room_state_lines
 from processor.storage import open_store
 from processor.stream import commands
 from processor.stream.service import RoomserverService
@@ -95,9 +95,9 @@ async def test_run_matches_ingest(
         with store.batch() as batch:
             assert batch.select_outbox(0, 10) == []
         for room_id in outputs_by_room(expected):
-            assert list(print_room_state(store, room_id, at=None, before=False,
+            assert list(room_state_lines(store, room_id, at=None, before=False,
                                          all_events=False)) == list(
-                print_room_state(reference_store, room_id, at=None, before=False,
+                room_state_lines(reference_store, room_id, at=None, before=False,
                                  all_events=False)
             )
     finally:
@@ -120,7 +120,7 @@ def test_state_deltas_rebuild_the_current_state(tmp_path: Path) -> None:
                 if message["type"] == "new_room_event":
                     state.difference_update(message["removes_state_event_ids"])
                     state.update(message["adds_state_event_ids"])
-            (current,) = print_room_state(store, room_id, at=None, before=False,
+            (current,) = room_state_lines(store, room_id, at=None, before=False,
                                           all_events=False)
             assert state == {entry[2] for entry in current["state"]}
             json.dumps(current)

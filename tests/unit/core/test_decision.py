@@ -3,7 +3,7 @@
 - state after an event (room version pages, "State resolution": the state after an event is
   the state before it plus the event, when it is an accepted state event);
 - forward extremities (the events with no children yet);
-- the current-state delta a consumer applies (design §3: removes, then adds);
+- the current-state delta a consumer applies (docs/architecture.md §3: removes, then adds);
 - step 4 of "Checks performed on receipt of a PDU" (server-server API): the auth rules
   against the event's own auth events, including rejected auth events and the v12 create
   event implied by the room ID (MSC4291);
@@ -30,9 +30,9 @@ from processor.core.decision import (
     state_delta,
     state_delta_of_changes,
 )
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.matrix.events import Event
 from processor.matrix.room_versions import room_version
+from processor.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 
 ALICE = "@alice:a.example"
 BOB = "@bob:b.example"

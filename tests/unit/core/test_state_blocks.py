@@ -1,4 +1,5 @@
-"""State blocks and snapshots (design §5): encoding, composition order, chunking, planning.
+"""State blocks and snapshots (docs/architecture.md §4): encoding, composition order, chunking,
+planning.
 
 The properties pinned here are the ones the seed design's descendants got wrong: which block
 wins must follow the stored order (never NID order); identical content hashes identically;
@@ -14,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.core.state_blocks import (
     MAX_BLOCKS,
     MAX_CHUNK_FACTOR,
@@ -36,6 +36,7 @@ from processor.core.state_blocks import (
     snapshot_hash,
     state_difference,
 )
+from processor.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 
 State = dict[StateKeyTuple, EventNID]
 

@@ -1,6 +1,6 @@
 """The generated rooms have the shapes that make state resolution hard, in every version.
 
-The conformance rooms (issue 12) showed state-resolution divergences that only forked rooms
+The conformance rooms showed state-resolution divergences that only forked rooms
 expose: merges of 2–3 branches whose states conflict on the power levels, the join rules,
 memberships and bans, keys some branches' states lack, and power events whose auth chains
 cross between branches. These tests pin that the generator produces them for every room

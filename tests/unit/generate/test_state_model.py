@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from processor.core.nids import (
+from processor.matrix.state_res import InMemoryEventSource, StateResEvent, resolve_state
+from processor.nids import (
     PREASSIGNED_EVENT_TYPE_NIDS,
     PREASSIGNED_STATE_KEY_NIDS,
     EventNID,
@@ -22,7 +23,6 @@ from processor.core.nids import (
     StateKeyNID,
     StateKeyTuple,
 )
-from processor.matrix.state_res import InMemoryEventSource, StateResEvent, resolve_state
 from tests.unit.generate.conftest import ALL_VERSIONS, traced
 
 

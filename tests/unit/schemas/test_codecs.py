@@ -1,5 +1,5 @@
 """Wire codecs: inputs, outputs and dead-letter records decode to their Structs, round-trip,
-and untrusted bytes raise only `SchemaError` naming the field (design §3)."""
+and untrusted bytes raise only `SchemaError` naming the field (docs/architecture.md §3)."""
 
 from __future__ import annotations
 

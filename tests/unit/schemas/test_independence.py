@@ -1,5 +1,5 @@
 """`schemas` imports on its own: producers and consumers depend on it without the
-roomserver (design §2). Checked in a fresh interpreter."""
+roomserver (docs/architecture.md §2). Checked in a fresh interpreter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Untrusted bytes (issue 14): not UTF-8, or nested deeper than the limit, anywhere in a
+"""Untrusted bytes: not UTF-8, or nested deeper than the limit, anywhere in a
 message — a skipped field, the raw event — raise `SchemaError` naming the field, never
 UnicodeDecodeError or RecursionError; pass-through fields are bounded."""
 

@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from processor.core.nids import (
+from processor.errors import AuthError
+from processor.matrix.auth import auth_types_for_event, check_auth
+from processor.matrix.events import Event
+from processor.matrix.room_versions import RoomVersion
+from processor.matrix.state_res import InMemoryEventSource, StateResEvent, resolve_state
+from processor.nids import (
     PREASSIGNED_EVENT_TYPE_NIDS,
     PREASSIGNED_STATE_KEY_NIDS,
     EventNID,
@@ -24,11 +29,6 @@ from processor.core.nids import (
     StateKeyNID,
     StateKeyTuple,
 )
-from processor.errors import AuthError
-from processor.matrix.auth import auth_types_for_event, check_auth
-from processor.matrix.events import Event
-from processor.matrix.room_versions import RoomVersion
-from processor.matrix.state_res import InMemoryEventSource, StateResEvent, resolve_state
 
 ALICE = "@alice:a.test"
 BOB = "@bob:b.test"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.matrix.room_versions import RoomVersion
+from processor.nids import EventNID, StateKeyTuple
 from tests.unit.matrix.state_res.builder import ALICE, BOB, CHARLIE, EVE, ZARA, RoomBuilder
 
 StateSets = Sequence[Mapping[StateKeyTuple, EventNID]]

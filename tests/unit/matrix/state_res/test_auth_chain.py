@@ -1,7 +1,7 @@
 """`AuthChainIndex` against the spec's definitions, computed the obvious way on random DAGs:
 
 - auth difference: ∪ C_i − ∩ C_i, C_i the events of S_i and all their auth ancestors
-  (design.md §4: the state set's own events count);
+  (docs/interoperability.md: the state set's own events count);
 - conflicted state subgraph (MSC4297): every event on an auth path between two conflicted
   events, endpoints included;
 - step 1 of v2's subgraph: direct auth edges inside the full conflicted set (the network's
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 from processor.errors import StateResolutionError
 from processor.matrix.state_res import AuthChainIndex
+from processor.nids import EventNID, EventTypeNID, StateKeyNID, StateKeyTuple
 
 
 class Dag:

@@ -4,9 +4,9 @@ would give, and asserts what the reference homeserver — and so the federation 
 
 from __future__ import annotations
 
-from processor.core.nids import EventNID, EventTypeNID, StateKeyNID
 from processor.matrix.room_versions import room_version
 from processor.matrix.state_res import AuthChainIndex
+from processor.nids import EventNID, EventTypeNID, StateKeyNID
 from tests.unit.matrix.state_res.builder import ALICE, BOB, CHARLIE, EVE, RoomBuilder
 
 V1 = room_version("1")

@@ -19,9 +19,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.matrix.room_versions import room_version
 from processor.matrix.state_res import resolve_state
+from processor.nids import EventNID, StateKeyTuple
 from tests.unit.matrix.state_res.builder import ALICE, BOB, CHARLIE, EVE, ZARA, RoomBuilder
 
 USERS = (ALICE, BOB, CHARLIE, EVE, ZARA)

@@ -7,7 +7,6 @@ from collections.abc import Collection, Mapping
 
 import pytest
 
-from processor.core.nids import EventNID, StateKeyTuple
 from processor.errors import StateResolutionError
 from processor.matrix.room_versions import room_version
 from processor.matrix.state_res import (
@@ -16,6 +15,7 @@ from processor.matrix.state_res import (
     StateResEvent,
     resolve_state,
 )
+from processor.nids import EventNID, StateKeyTuple
 from tests.unit.matrix.state_res.builder import ALICE, RoomBuilder
 
 

@@ -18,7 +18,6 @@ StateBlockNID = NewType("StateBlockNID", int)
 #: (event type NID, state key NID): one key of a room's state.
 StateKeyTuple = tuple[EventTypeNID, StateKeyNID]
 
-NO_NID = 0
 
 MROOM_CREATE_NID = EventTypeNID(1)
 MROOM_POWER_LEVELS_NID = EventTypeNID(2)
