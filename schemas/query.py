@@ -67,12 +67,13 @@ __all__ = [
 ]
 
 #: Identifiers are at most 255 bytes (the spec's size limits); 1,000 IDs per request.
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+#: No NUL character: no identifier holds one, and PostgreSQL text cannot.
+_NO_NUL = r"^[^\x00]*$"
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_NO_NUL)]
 IdList = Annotated[list[Identifier], msgspec.Meta(max_length=1000)]
 #: A (type, state_key) pair; the state key may be empty.
-StatePair = tuple[
-    Annotated[str, msgspec.Meta(max_length=255)], Annotated[str, msgspec.Meta(max_length=255)]
-]
+_StateName = Annotated[str, msgspec.Meta(max_length=255, pattern=_NO_NUL)]
+StatePair = tuple[_StateName, _StateName]
 StatePairs = Annotated[list[StatePair], msgspec.Meta(max_length=1000)]
 #: How many events one federation query may return (Synapse caps /backfill at 100).
 Limit = Annotated[int, msgspec.Meta(ge=0, le=1000)]
@@ -197,7 +198,7 @@ class MembershipForUserResponse(_Response):
     event_id: str | None = None
     joined: bool = False
     #: The member event (JSON null when there is none: msgspec cannot decode Raw | None).
-    pdu: msgspec.Raw = msgspec.Raw(b"null")
+    pdu: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 
 class MembershipsForRoomRequest(_Request):
@@ -308,7 +309,9 @@ class SupportedRoomVersionsResponse(_Response):
 
 # -- aliases ----------------------------------------------------------------------------------
 
-Alias = Annotated[str, msgspec.Meta(min_length=2, max_length=255, pattern=r"^#[^:]*:.+$")]
+Alias = Annotated[
+    str, msgspec.Meta(min_length=2, max_length=255, pattern=r"^#[^:\x00]*:[^\x00]+$")
+]
 
 
 class SetAliasRequest(_Request):

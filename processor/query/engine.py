@@ -102,6 +102,10 @@ class QueryEngine:
             raise BadRequest(f"invalid request: {e}") from None
         except msgspec.DecodeError as e:
             raise BadRequest(f"the request body is not JSON: {e}", "M_NOT_JSON") from None
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"the request body is not UTF-8: {e.reason}", "M_NOT_JSON") from None
+        except RecursionError:
+            raise BadRequest("the request body is nested too deeply", "M_NOT_JSON") from None
 
     def handle(self, name: str, request: Any) -> Any:
         handler = self._handlers.get(name)
@@ -595,11 +599,10 @@ class _Visibility:
             # No state is known at an outlier: nothing says the server may see it.
             return False
         key = _key(event)
-        own = (
-            event.nid
-            if key is not None and key[0] == MROOM_MEMBER_NID and not event.rejected
-            else 0
-        )
+        # The state after an accepted state event is not the state before it: a member event
+        # changes a server's memberships, a history visibility event the visibility. Events
+        # that change no state (messages) share the memo of their state before.
+        own = event.nid if key is not None and not event.rejected else 0
         memo = (event.snapshot_nid, own)
         cached = self._by_state.get(memo)
         if cached is not None:

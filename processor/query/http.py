@@ -118,8 +118,14 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
                 message = f"{message} - at `$.{key}`"
             problems.append(message)
     text = "; ".join(p for p in problems if p) or exc.detail
-    errcode = "M_NOT_JSON" if "JSON is malformed" in text else "M_BAD_JSON"
-    return _error(400, errcode, f"invalid request: {text}")
+    return _error(400, _bad_request_code(text), f"invalid request: {text}")
+
+
+def _bad_request_code(text: str) -> str:
+    """M_NOT_JSON for bytes that are not JSON at all (msgspec's words for it), M_BAD_JSON
+    for JSON of the wrong shape."""
+    not_json = ("JSON is malformed", "Input data was truncated", "trailing characters")
+    return "M_NOT_JSON" if any(w in text for w in not_json) else "M_BAD_JSON"
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -128,8 +134,20 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
     if exc.status_code == 413:
         return _error(413, "M_TOO_LARGE", "the request body is too large")
     if exc.status_code < 500:
-        return _error(exc.status_code, "M_BAD_JSON", f"invalid request: {exc.detail}")
+        code = _bad_request_code(exc.detail) if exc.status_code == 400 else "M_BAD_JSON"
+        return _error(exc.status_code, code, f"invalid request: {exc.detail}")
     return _error(exc.status_code, "M_UNKNOWN", exc.detail)
+
+
+def _too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
+    # msgspec's decoder raises RecursionError (not a DecodeError) for JSON nested deeper
+    # than it recurses: the caller's mistake, not ours.
+    return _error(400, "M_NOT_JSON", "the request body is nested too deeply")
+
+
+def _not_utf8(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[bytes]:
+    # msgspec raises UnicodeDecodeError (not a DecodeError) for a string that is not UTF-8.
+    return _error(400, "M_NOT_JSON", f"the request body is not UTF-8: {exc.reason}")
 
 
 def _storage_error(_: Request[Any, Any, Any], exc: StorageError) -> Response[bytes]:
@@ -200,6 +218,8 @@ def build_app(engine: QueryEngine, metrics: QueryMetrics | None = None) -> ASGIA
             QueryError: _query_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
+            RecursionError: _too_deep,
+            UnicodeDecodeError: _not_utf8,
             StorageError: _storage_error,
             ConfigError: _config_error,
             Exception: _unexpected,

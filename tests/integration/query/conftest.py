@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from litestar.testing import TestClient
@@ -24,11 +25,12 @@ from tests.fixtures.postgres import _fresh_database, database_name
 class Served:
     url: str
     engine: QueryEngine
-    http: TestClient  # type: ignore[type-arg]
+    http: TestClient[Any]
 
-    def post(self, path: str, body: object) -> tuple[int, dict]:  # type: ignore[type-arg]
+    def post(self, path: str, body: object) -> tuple[int, dict[str, Any]]:
         response = self.http.post(path, json=body)
-        return response.status_code, response.json()
+        answer: dict[str, Any] = response.json()
+        return response.status_code, answer
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,7 @@ def served(module_database: str) -> Iterator[Served]:
     db = QueryDatabase(module_database)
     db.migrate()
     engine = QueryEngine(db)
-    with TestClient(app=build_app(engine)) as http:  # type: ignore[arg-type]
+    app: Any = build_app(engine)  # an ASGI callable: Litestar behind the metrics middleware
+    with TestClient(app=app) as http:
         yield Served(module_database, engine, http)
     db.close()
