@@ -48,6 +48,14 @@ from processor.matrix.canonical_json import (
     encode_canonical_trusted,
 )
 from processor.matrix.events import Event
+from processor.matrix.pdu_fields import (
+    check_envelope,
+    check_no_nul,
+    ints_in_range,
+    invalid,
+    json_type,
+    reroot,
+)
 from processor.matrix.redaction import (
     TYPES_WITH_PROTECTED_CONTENT,
     redacted_content,
@@ -61,7 +69,6 @@ from processor.matrix.room_versions import (
 )
 from schemas.errors import EventTooLarge, InvalidEvent, SchemaError
 from schemas.pdu import (
-    MAX_ID_BYTES,
     MAX_PDU_BYTES,
     PduV1,
     PduV3,
@@ -72,6 +79,7 @@ from schemas.untrusted import check_json_bytes
 
 __all__ = ["decode_pdu"]
 
+_LEAVES: Final = (str, bool, type(None))
 _FLOAT_MESSAGE: Final = "Float values are not allowed in this room version's canonical JSON"
 
 
@@ -107,66 +115,16 @@ _TYPED_KEYS: Final = frozenset(
     }
 )
 
-_LEAVES: Final = (str, bool, type(None))
 
 
-def _ints_in_range(value: object) -> bool:
-    """True if every integer in `value` is within ±(2**53 - 1). Floats were already trapped
-    by the decoder's float hook; the error path re-walks with `check_canonical_value` for a
-    precise message."""
-    t = type(value)
-    if t is int:
-        return MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
-    if t is dict:
-        for item in value.values():  # type: ignore[attr-defined]
-            if type(item) in _LEAVES:
-                continue
-            if not _ints_in_range(item):
-                return False
-        return True
-    if t is list:
-        for item in value:  # type: ignore[attr-defined]
-            if type(item) in _LEAVES:
-                continue
-            if not _ints_in_range(item):
-                return False
-        return True
-    return True
 
 
-def _reroot(message: str, root: str) -> tuple[str, str | None]:
-    """Split msgspec's "... - at `$.x`" into (message, field) with `$` replaced by `root`."""
-    head, sep, tail = message.rpartition(" - at `")
-    if not sep:
-        return message, root
-    field = tail.rstrip("`")
-    if root != "$":
-        field = root + field[1:]
-    return head, field
 
 
-def _invalid(
-    message: str, field: str, root: str, error: type[InvalidEvent] = InvalidEvent
-) -> InvalidEvent:
-    if root != "$":
-        field = root + field[1:]
-    return error(message, field=field)
 
 
-def _check_id_bytes(value: str, name: str, root: str) -> None:
-    # 255 *bytes*: a str of at most 63 characters cannot exceed it in UTF-8.
-    if len(value) > 63 and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
-        raise _invalid(
-            f"Expected at most {MAX_ID_BYTES} bytes", f"$.{name}", root, EventTooLarge
-        )
 
 
-def _check_event_ids(ids: tuple[str, ...], name: str, root: str) -> None:
-    for index, event_id in enumerate(ids):
-        if event_id[:1] != "$":
-            raise _invalid("Expected an event ID starting with `$`", f"$.{name}[{index}]", root)
-        if len(event_id) > 63:
-            _check_id_bytes(event_id, f"{name}[{index}]", root)
 
 
 def _decode_object(raw: bytes, strict: bool, root: str) -> dict[str, Any]:
@@ -183,7 +141,7 @@ def _decode_object(raw: bytes, strict: bool, root: str) -> dict[str, Any]:
             except msgspec.DecodeError as malformed:
                 raise InvalidEvent(f"Invalid JSON: {malformed}", field=root) from None
             check_canonical_value(lenient, root=root)
-        message, field = _reroot(str(e), root)
+        message, field = reroot(str(e), root)
         raise InvalidEvent(message, field=field) from None
     except msgspec.DecodeError as e:
         raise InvalidEvent(f"Invalid JSON: {e}", field=root) from None
@@ -323,7 +281,7 @@ def decode_pdu(
             "PDU cannot be decoded: not UTF-8, or nested too deep", field=root
         ) from None
     if b"\\u0000" in data:
-        _check_no_nul(event, root)
+        check_no_nul(event, root)
     return event
 
 
@@ -342,7 +300,7 @@ def _decode_any(
         check_canonical_value(obj, strict=strict, root=root)
         data = encode_canonical_trusted(obj)
         if len(data) > MAX_PDU_BYTES:
-            raise _invalid(
+            raise invalid(
                 f"PDU is {len(data)} bytes as canonical JSON, over the {MAX_PDU_BYTES} "
                 "byte limit",
                 "$",
@@ -352,81 +310,18 @@ def _decode_any(
     elif isinstance(raw, bytearray | memoryview | msgspec.Raw):
         data = bytes(raw)
     else:
-        raise _invalid(
+        raise invalid(
             f"Expected JSON bytes or a JSON object, got `{type(raw).__name__}`", "$", root
         )
     return data, _decode_bytes(data, version, strict, root)
 
 
-def _check_no_nul(event: Event, root: str) -> None:
-    """Identifiers are stored and looked up as SQL text, which cannot hold U+0000
-    (PostgreSQL refuses it): an event whose IDs, type or state key contain it is invalid."""
-    named: list[tuple[str, str | None]] = [
-        ("$.room_id", event.room_id),
-        ("$.sender", event.sender),
-        ("$.type", event.type),
-        ("$.state_key", event.state_key),
-        ("$.event_id", event.event_id),
-        ("$.redacts" if "redacts" in event.pdu else "$.content.redacts", event.redacts),
-    ]
-    named += [(f"$.prev_events[{i}]", e) for i, e in enumerate(event.prev_event_ids)]
-    named += [(f"$.auth_events[{i}]", e) for i, e in enumerate(event.auth_event_ids)]
-    for field, value in named:
-        if value is not None and "\x00" in value:
-            raise _invalid("Expected a string without U+0000", field, root)
 
 
-def _envelope_error(
-    data: bytes, pdu: dict[str, Any], plan: _Plan, root: str, strict: bool
-) -> None:
-    """Raise the precise `InvalidEvent` for a PDU `_envelope_ok` refused, or return if the
-    refusal was only the fast path's caution (e.g. a 100-character ID within 255 bytes)."""
-    try:
-        envelope = plan.envelope_decoder.decode(data)
-    except msgspec.ValidationError as e:
-        message, field = _reroot(str(e), root)
-        raise InvalidEvent(message, field=field) from None
-    content = pdu["content"]
-    if type(content) is not dict:
-        raise _invalid(f"Expected `object`, got `{_json_type(content)}`", "$.content", root)
-    unsigned = pdu.get("unsigned", {})
-    if type(unsigned) is not dict:
-        raise _invalid(f"Expected `object`, got `{_json_type(unsigned)}`", "$.unsigned", root)
-    sender = envelope.sender
-    # Appendix "User Identifiers": @localpart:domain.
-    if sender[:1] != "@" or sender.find(":") < 2 or sender[-1] == ":":
-        raise _invalid("Expected a user ID of the form `@localpart:domain`", "$.sender", root)
-    _check_id_bytes(sender, "sender", root)
-    _check_id_bytes(envelope.type, "type", root)
-    if isinstance(envelope.state_key, str):
-        _check_id_bytes(envelope.state_key, "state_key", root)
-    if strict and (
-        envelope.depth > MAX_SAFE_INTEGER
-        or not MIN_SAFE_INTEGER <= envelope.origin_server_ts <= MAX_SAFE_INTEGER
-    ):
-        check_canonical_value(pdu, root=root)
-    if isinstance(envelope, PduV1):
-        if envelope.event_id[:1] != "$":
-            raise _invalid("Expected an event ID starting with `$`", "$.event_id", root)
-        _check_id_bytes(envelope.event_id, "event_id", root)
-        _check_event_ids(tuple(ref[0] for ref in envelope.prev_events), "prev_events", root)
-        _check_event_ids(tuple(ref[0] for ref in envelope.auth_events), "auth_events", root)
-    else:
-        _check_event_ids(tuple(envelope.prev_events), "prev_events", root)
-        _check_event_ids(tuple(envelope.auth_events), "auth_events", root)
-    if isinstance(envelope, PduV12) and envelope.type == "m.room.create":
-        if "room_id" in pdu:
-            raise _invalid(
-                "An m.room.create event in room version 12 must not have a room_id (the "
-                "room ID is derived from its reference hash, MSC4291)",
-                "$.room_id",
-                root,
-            )
-        return
-    if isinstance(envelope.room_id, str):
-        _check_room_id(envelope.room_id, plan.room_id_has_server, root)
-    else:
-        raise _invalid("Object missing required field `room_id`", "$", root)
+
+
+def _check_envelope(data: bytes, pdu: dict[str, Any], plan: _Plan, root: str, strict: bool) -> None:
+    check_envelope(data, pdu, plan.envelope_decoder, plan.room_id_has_server, root, strict)
 
 
 def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) -> Event:
@@ -446,19 +341,19 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
                 del pdu[name]
         untyped: Collection[str] = _CONTENT_AND_UNSIGNED if "unsigned" in pdu else _CONTENT
         if "sha256" not in pdu["hashes"]:
-            _envelope_error(data, pdu, plan, root, strict)
+            _check_envelope(data, pdu, plan, root, strict)
     else:
         pdu = _decode_object(data, strict, root)
         try:
             # Types, required fields and list limits, checked in C.
             envelope = plan.envelope_decoder.decode(data)
         except msgspec.ValidationError as e:
-            message, field = _reroot(str(e), root)
+            message, field = reroot(str(e), root)
             raise InvalidEvent(message, field=field) from None
         untyped = pdu.keys() - plan.typed_keys  # normally {"content", "unsigned"}
 
     # What the Struct cannot say, checked cheaply; anything unusual (including an ID over
-    # 63 characters, which may still be within 255 bytes) goes to `_envelope_error` for the
+    # 63 characters, which may still be within 255 bytes) goes to `check_envelope` for the
     # exact verdict.
     content = pdu["content"]
     sender = envelope.sender
@@ -498,11 +393,11 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
             and (not plan.room_id_has_server or room_id.find(":") >= 2)
         )
     ):
-        _envelope_error(data, pdu, plan, root, strict)
+        _check_envelope(data, pdu, plan, root, strict)
     for event_ids in (prev_event_ids, auth_event_ids):
         for one_id in event_ids:
             if one_id[:1] != "$" or len(one_id) > 63:
-                _envelope_error(data, pdu, plan, root, strict)
+                _check_envelope(data, pdu, plan, root, strict)
                 break
 
     if strict:
@@ -520,10 +415,10 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
                     if kind is int:
                         if MIN_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                             continue
-                    elif _ints_in_range(item):
+                    elif ints_in_range(item):
                         continue
                     check_canonical_value(value, root=f"{root}.{key}")
-            elif type(value) not in _LEAVES and not _ints_in_range(value):
+            elif type(value) not in _LEAVES and not ints_in_range(value):
                 check_canonical_value(value, root=f"{root}.{key}")
 
     if len(data) > MAX_PDU_BYTES:
@@ -531,7 +426,7 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
         # input needs the exact measure.
         size = len(encode_canonical_trusted(pdu))
         if size > MAX_PDU_BYTES:
-            raise _invalid(
+            raise invalid(
                 f"PDU is {size} bytes as canonical JSON, over the {MAX_PDU_BYTES} byte limit",
                 "$",
                 root,
@@ -568,8 +463,8 @@ def _decode_bytes(data: bytes, version: RoomVersion, strict: bool, root: str) ->
         # v11+ (MSC2174): `redacts` is a content property of m.room.redaction.
         found = content.get("redacts") if event_type == "m.room.redaction" else None
         if found is not None and type(found) is not str:
-            raise _invalid(
-                f"Expected `str`, got `{_json_type(found)}`", "$.content.redacts", root
+            raise invalid(
+                f"Expected `str`, got `{json_type(found)}`", "$.content.redacts", root
             )
         redacts = found
 
@@ -648,27 +543,4 @@ def _event_constructor() -> Callable[..., Event]:
 _new_event: Final = _event_constructor()
 
 
-def _check_room_id(room_id: str, needs_server: bool, root: str) -> str:
-    # v1-v11 room IDs are `!opaque:server`; v12 room IDs are `!` + a hash (MSC4291).
-    if room_id[:1] != "!" or (needs_server and room_id.find(":") < 2):
-        expected = "`!opaque:domain`" if needs_server else "starting with `!`"
-        raise _invalid(f"Expected a room ID {expected}", "$.room_id", root)
-    if len(room_id) > 63:
-        _check_id_bytes(room_id, "room_id", root)
-    return room_id
 
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "array"
-    return "object"
