@@ -77,11 +77,11 @@ def room_key(line: bytes) -> bytes:
         return event.room_id.encode()
     if event.type == "m.room.create":
         from processor.matrix.hashing import room_id_for_create_event
-        from processor.matrix.room_versions import room_version
+        from processor.matrix.room_versions import room_version_of_create
 
         try:
             pdu = msgspec.json.decode(line)["event"]
-            version = room_version(pdu.get("content", {}).get("room_version", "1"))
+            version = room_version_of_create(pdu.get("content"))
             return room_id_for_create_event(pdu, version).encode()
         except Exception:
             return b""
