@@ -52,7 +52,12 @@ def run_query(
 
 
 def _build(settings: dict[str, Any]) -> Any:
+    from processor.gc_tuning import tune_for_throughput
     from processor.query.http import build_app
+
+    # The query caches hold hundreds of thousands of long-lived objects (skeletons, states):
+    # the default collector thresholds walk them over and over, which shows in the p99.
+    tune_for_throughput()
 
     db = QueryDatabase(
         settings["database_url"],

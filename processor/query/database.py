@@ -8,7 +8,9 @@ SQLite a deferred ``BEGIN`` in WAL mode (the snapshot is fixed at the first read
 
 The reads go through the backends' own `Batch` classes (the same SQL as the pipeline's
 reads), built over a connection this module owns: the query service never calls the
-write half of a batch, and never flushes or publishes one.
+write half of a batch, and never flushes one. After a read it publishes what the batch read
+into the store's caches (`Batch.publish`): names and state blocks and snapshots, which are
+immutable once committed, so later requests skip those round trips.
 """
 
 from __future__ import annotations
@@ -114,9 +116,17 @@ class QueryDatabase:
             from processor.storage.postgres import PostgresBatch
 
             try:
-                with self._pg.name_connection() as conn, conn.transaction():
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield ReadTx(PostgresBatch(self._pg, conn), "postgresql", conn)
+                with self._pg.name_connection() as conn:
+                    # The pool's connections autocommit: one statement opens the transaction
+                    # with its options (conn.transaction() then SET TRANSACTION took two
+                    # round trips), one ends it.
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    try:
+                        batch = PostgresBatch(self._pg, conn)
+                        yield ReadTx(batch, "postgresql", conn)
+                    finally:
+                        conn.execute("ROLLBACK")
+                    batch.publish()
             except psycopg.Error as e:
                 raise StorageError(f"PostgreSQL: {_first_line(e)}") from e
             return
@@ -124,9 +134,11 @@ class QueryDatabase:
         try:
             reader.execute("BEGIN")
             try:
-                yield ReadTx(SqliteBatch(self._sqlite, reader), "sqlite", reader)
+                sqlite_batch = SqliteBatch(self._sqlite, reader)
+                yield ReadTx(sqlite_batch, "sqlite", reader)
             finally:
                 reader.execute("ROLLBACK")
+            sqlite_batch.publish()
         except sqlite3.Error as e:
             raise StorageError(f"SQLite {self._path}: {e}") from e
         finally:

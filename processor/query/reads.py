@@ -27,7 +27,7 @@ from processor.query.database import ReadTx
 from processor.storage.caches import LRU
 from processor.storage.sqlite import unpack_nids
 
-__all__ = ["QueryCaches", "Skeleton", "load_skeletons", "memberships_of"]
+__all__ = ["QueryCaches", "Skeleton", "StateView", "load_skeletons", "memberships_of"]
 
 _SKELETON_COLUMNS = (
     "event_nid, event_id, room_nid, depth, event_type_nid, state_key_nid, auth_event_nids,"
@@ -54,11 +54,23 @@ class Skeleton:
     snapshot_nid: int
 
 
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """What history visibility needs of one state for one server: the visibility, and the
+    state key NIDs of the server's users joined and invited in it."""
+
+    visibility: str
+    joined: frozenset[int]
+    invited: frozenset[int]
+
+
 class QueryCaches:
     """Immutable data shared by every request of one process."""
 
-    def __init__(self, *, events: int = 500_000) -> None:
+    def __init__(self, *, events: int = 500_000, views: int = 4096) -> None:
         self.lock = threading.Lock()
+        #: (state snapshot NID, server name) -> its `StateView` (states never change).
+        self.views: LRU[tuple[int, str], StateView] = LRU(views)
         self.skeletons: LRU[int, Skeleton] = LRU(events)
         self.memberships: LRU[int, str | None] = LRU(events)
         self.key_servers: LRU[int, str] = LRU(events)
