@@ -14,13 +14,25 @@ What it answers, without loading any event:
 - the auth subgraph of the power events inside the full conflicted set (step 1 of v2);
 - the `m.room.power_levels` event among an event's auth events (mainline ordering).
 
+Chain cover (so the answers cost what they return, not the room's age): every state event
+sits on a *chain* at a sequence number. A chain is a path of auth edges — an event at key k
+extends the chain of its auth event at the same key when that event is still the chain's
+tip, otherwise (the first event of a key, or a fork) it starts a new chain — so the events of
+a chain at or below a sequence number are exactly one event and its ancestors on that chain.
+Each event keeps, per chain its auth ancestors touch, the highest sequence number it reaches
+(`_reach`; its own chain is implied by its own position). The auth ancestors of any set of
+events are then, per chain, a prefix: the union and intersection of auth chains are prefix
+maxima and minima, with no walk down the history. The maps grow with the number of chains an
+event's ancestry touches — the number of *forks at one key* in its history — not with the
+number of events; an event whose map equals its chain predecessor's shares that object.
+
 The auth difference does not walk the (large) unconflicted part of the state. With
 S_i = U ∪ D_i (U the unconflicted events, D_i the events of S_i at conflicted keys) and
 cl⁺(X) the events of X and their auth ancestors:
 
     ∪ cl⁺(S_i) − ∩ cl⁺(S_i)  =  ∪ cl⁺(D_i) − ∩ cl⁺(D_i) − cl⁺(U)
 
-so only the chains of the few conflicted events are walked, and each remaining candidate is
+so only the chain maxima of the few conflicted events are merged, and each candidate is
 tested for membership of cl⁺(U) by searching its *descendants* for an unconflicted event
 (memoised across candidates, newest children first, stopping at the first hit).
 """
@@ -33,12 +45,20 @@ from processor.errors import StateResolutionError
 from processor.nids import MROOM_POWER_LEVELS_NID, EventNID, StateKeyTuple
 
 _NO_PARENT = -1
+#: `_chain` of an event not on a chain yet: a non-state event, given one only when an event
+#: cites it (a non-state event is never an auth event of a valid event, so this is rare and
+#: keeps messages, most of a room, off the chains).
+_NO_CHAIN = -1
+_EMPTY_REACH: dict[int, int] = {}
 
 
 class AuthChainIndex:
     """A room's auth DAG over event NIDs: pure, in memory, grown one event at a time."""
 
-    __slots__ = ("_auth", "_children", "_keys", "_nids", "_pl_parent", "_pos")
+    __slots__ = (
+        "_auth", "_chain", "_chains", "_children", "_keys", "_nids", "_pl_parent", "_pos",
+        "_reach", "_seq",
+    )
 
     def __init__(self) -> None:
         self._pos: dict[int, int] = {}
@@ -50,6 +70,14 @@ class AuthChainIndex:
         self._keys: list[StateKeyTuple | None] = []
         #: position -> position of the m.room.power_levels event among its auth events
         self._pl_parent: list[int] = []
+        #: position -> its chain (`_NO_CHAIN`: none yet) and sequence number on it (from 1)
+        self._chain: list[int] = []
+        self._seq: list[int] = []
+        #: chain -> its events' positions in sequence order (sequence number s at s - 1)
+        self._chains: list[list[int]] = []
+        #: position -> {chain: highest sequence number among its auth ancestors}, other than
+        #: its own chain (shared, never mutated, when equal to its chain predecessor's)
+        self._reach: list[dict[int, int]] = []
 
     # -- building -------------------------------------------------------------------------
 
@@ -83,12 +111,91 @@ class AuthChainIndex:
         self._children.append([])
         self._keys.append(key)
         self._pl_parent.append(pl_parent)
+        self._chain.append(_NO_CHAIN)
+        self._seq.append(0)
+        self._reach.append(_EMPTY_REACH)
         if key is not None:
             # Only state events can be in a state map, so only they are worth finding
             # when searching descendants (see `auth_difference`).
             children = self._children
             for auth_pos in auth:
                 children[auth_pos].append(pos)
+            self._put_on_chain(pos)
+
+    def _put_on_chain(self, pos: int) -> None:
+        """Give `pos` its chain position and its reach; auth events not on a chain (non-state
+        events) are put on one first, deepest first (a loop: such a path may be long)."""
+        chain_of, auth_of = self._chain, self._auth
+        stack = [a for a in auth_of[pos] if chain_of[a] == _NO_CHAIN]
+        while stack:
+            top = stack[-1]
+            if chain_of[top] != _NO_CHAIN:
+                stack.pop()
+                continue
+            below = [a for a in auth_of[top] if chain_of[a] == _NO_CHAIN]
+            if below:
+                stack.extend(below)
+            else:
+                stack.pop()
+                self._place(top)
+        self._place(pos)
+
+    def _place(self, pos: int) -> None:
+        """`_put_on_chain` for an event whose auth events are all on chains."""
+        chain_of, keys, chains = self._chain, self._keys, self._chains
+        auth = self._auth[pos]
+        key = keys[pos]
+        if key is None:
+            # A cited non-state event lies on auth paths between state events now: the
+            # descendant search of `auth_difference` must be able to pass through it.
+            children = self._children
+            for a in auth:
+                children[a].append(pos)
+        chain = _NO_CHAIN
+        predecessor = _NO_PARENT
+        if key is not None:
+            for a in auth:
+                if keys[a] == key and chains[chain_of[a]][-1] == a:
+                    chain, predecessor = chain_of[a], a
+                    break
+        if chain == _NO_CHAIN:
+            chain = len(chains)
+            chains.append([])
+        members = chains[chain]
+        members.append(pos)
+        chain_of[pos] = chain
+        self._seq[pos] = len(members)
+        reach = self._merged_reach(auth)
+        reach.pop(chain, None)  # implied by the event's own position
+        if predecessor != _NO_PARENT and reach == self._reach[predecessor]:
+            self._reach[pos] = self._reach[predecessor]  # share: most state updates
+        elif reach:
+            self._reach[pos] = reach
+
+    def _merged_reach(self, positions: Iterable[int]) -> dict[int, int]:
+        """Per chain, the highest sequence number among `positions` and their ancestors."""
+        chain_of, seq_of, reach_of = self._chain, self._seq, self._reach
+        merged: dict[int, int] | None = None
+        merged_reaches: set[int] = set()  # ids: events of one chain often share their reach
+        for p in positions:
+            chain = chain_of[p]
+            if chain == _NO_CHAIN:  # a non-state event: asked about, or cited, first now
+                self._put_on_chain(p)
+                chain = chain_of[p]
+            reach = reach_of[p]
+            if merged is None:
+                merged = dict(reach)  # a copy in C: reaches can be large (invite chains)
+                merged_reaches.add(id(reach))
+            elif id(reach) not in merged_reaches:
+                merged_reaches.add(id(reach))
+                get = merged.get
+                for c, s in reach.items():
+                    if get(c, 0) < s:
+                        merged[c] = s
+            s = seq_of[p]
+            if merged.get(chain, 0) < s:
+                merged[chain] = s
+        return {} if merged is None else merged
 
     @classmethod
     def from_events(
@@ -161,8 +268,9 @@ class AuthChainIndex:
         themselves unless one is an ancestor of another."""
         auth = self._auth
         roots = self._positions(nids)
-        ancestors = self._closure([a for r in roots for a in auth[r]], 0)
-        return self._to_nids(ancestors)
+        maxima = self._merged_reach({a for r in roots for a in auth[r]})
+        chains = self._chains
+        return self._to_nids(p for c, top in maxima.items() for p in chains[c][:top])
 
     # -- walks ----------------------------------------------------------------------------
 
@@ -218,12 +326,24 @@ class AuthChainIndex:
         out an event no other event of S_i cites; the deployed implementations (and the
         interoperable network) include the state events themselves, and so do we.
         """
-        chains: list[set[int]] = []
+        # ∪ cl⁺(D_i) − ∩ cl⁺(D_i): per chain, the events above the lowest of the sets'
+        # prefixes and up to the highest.
+        maxima: list[dict[int, int]] = []
         for state in state_sets:
             conflicted_events = [state[k] for k in conflicted_keys if k in state]
-            chains.append(self._closure(self._positions(conflicted_events), 0))
-        candidates: set[int] = set().union(*chains)
-        candidates.difference_update(chains[0].intersection(*chains[1:]))
+            maxima.append(self._merged_reach(self._positions(conflicted_events)))
+        chains = self._chains
+        # Only chains on which the maxima differ (item set differences run in C).
+        first_items = maxima[0].items()
+        differing: set[int] = set()
+        for other in maxima[1:]:
+            differing.update(c for c, _ in first_items ^ other.items())
+        candidates: list[int] = []
+        for chain in differing:
+            tops = [m.get(chain, 0) for m in maxima]
+            low, high = min(tops), max(tops)
+            if high > low:
+                candidates.extend(chains[chain][low:high])
         if not candidates:
             return set()
         in_unconflicted_chain = self._in_unconflicted_chain(candidates, state_sets)

@@ -191,3 +191,48 @@ def test_from_events_rejects_a_cycle() -> None:
     rows = [(EventNID(1), None, [EventNID(2)]), (EventNID(2), None, [EventNID(1)])]
     with pytest.raises(StateResolutionError, match="is its own auth ancestor"):
         AuthChainIndex.from_events(rows)
+
+
+@st.composite
+def dags_with_non_state_events(draw: st.DrawFn) -> tuple[Dag, list[dict[StateKeyTuple, int]]]:
+    """Some events are non-state (no key) and cited as auth events anyway (what a rejected
+    event may do): they go on the chain cover only when cited, and must still count."""
+    size = draw(st.integers(min_value=1, max_value=25))
+    auth: list[list[int]] = []
+    keys: list[StateKeyTuple | None] = []
+    for node in range(size):
+        cited = draw(st.sets(st.integers(0, node - 1), max_size=3)) if node else set()
+        auth.append(sorted(cited))
+        state = draw(st.booleans())
+        keys.append((EventTypeNID(2), StateKeyNID(draw(st.integers(1, 2)))) if state else None)
+    dag = Dag.__new__(Dag)
+    dag.auth, dag.keys = auth, keys  # type: ignore[assignment]
+    dag.index = AuthChainIndex()
+    for node, cites in enumerate(auth):
+        dag.index.add(dag.nid(node), keys[node], [dag.nid(p) for p in cites])
+    stated = [node for node in range(size) if keys[node] is not None]
+    state_sets = []
+    for _ in range(2):
+        chosen = draw(st.lists(st.sampled_from(stated), max_size=6)) if stated else []
+        state_sets.append({key: node for node in chosen if (key := keys[node]) is not None})
+    return dag, state_sets
+
+
+@settings(max_examples=200, deadline=None)
+@given(dags_with_non_state_events())
+def test_non_state_auth_events_count_in_auth_chains_and_differences(
+    case: tuple[Dag, list[dict[StateKeyTuple, int]]],
+) -> None:
+    dag, state_sets = case
+    for node in range(len(dag.auth)):
+        assert dag.index.auth_chain({dag.nid(node)}) == {dag.nid(a) for a in dag.ancestors(node)}
+    chains = [
+        set(state.values()).union(*(dag.ancestors(n) for n in state.values()))
+        for state in state_sets
+    ]
+    expected = set().union(*chains) - chains[0].intersection(*chains[1:])
+    nid_sets = [{k: dag.nid(n) for k, n in state.items()} for state in state_sets]
+    conflicted = {
+        k for k in set().union(*nid_sets) if len({s.get(k) for s in nid_sets}) > 1
+    }
+    assert dag.index.auth_difference(nid_sets, conflicted) == {dag.nid(n) for n in expected}
