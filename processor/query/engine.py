@@ -39,9 +39,9 @@ from processor.query.reads import (
     event_ids_of,
     load_skeletons,
     memberships_of,
-    prefetch_ancestors,
     room_of,
     servers_of_keys,
+    skeletons_and_ancestors,
     skeletons_by_id,
 )
 from processor.query.resolution import resolve_prev_states
@@ -415,9 +415,9 @@ class QueryEngine:
         min_depth: int,
     ) -> list[Skeleton]:
         """Breadth-first over prev events from `starts`, at most `limit` events, never into
-        `stop` or below `min_depth`, never out of the room."""
+        `stop` or below `min_depth`, never out of the room. The ancestors are in the cache
+        already (`skeletons_and_ancestors` loaded the starts with them)."""
         picked: dict[EventNID, Skeleton] = {}
-        prefetch_ancestors(tx, self.caches, [s.nid for s in starts], limit)
         seen: set[EventNID] = set(stop) | {s.nid for s in starts}
         queue: deque[Skeleton] = deque()
         if include_starts:
@@ -456,7 +456,9 @@ class QueryEngine:
     def missing_events(self, request: q.MissingEventsRequest) -> q.PdusResponse:
         with self.db.read() as tx:
             room = self._room(tx, request.room_id)
-            found = skeletons_by_id(tx, self.caches, request.latest_events)
+            found = skeletons_and_ancestors(
+                tx, self.caches, request.latest_events, request.limit
+            )
             latest = [s for s in found.values() if s.room_nid == room.room_nid]
             if not latest:
                 raise NotFound(
@@ -474,7 +476,7 @@ class QueryEngine:
     def backfill(self, request: q.BackfillRequest) -> q.PdusResponse:
         with self.db.read() as tx:
             room = self._room(tx, request.room_id)
-            found = skeletons_by_id(tx, self.caches, request.event_ids)
+            found = skeletons_and_ancestors(tx, self.caches, request.event_ids, request.limit)
             starts = [s for s in found.values() if s.room_nid == room.room_nid]
             if not starts:
                 raise NotFound(

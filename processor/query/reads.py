@@ -151,6 +151,32 @@ def prefetch_ancestors(
     _remember(caches, (_skeleton(r, False) for r in rows))
 
 
+def skeletons_and_ancestors(
+    tx: ReadTx, caches: QueryCaches, event_ids: Collection[str], levels: int
+) -> dict[str, Skeleton]:
+    """`skeletons_by_id`, and (PostgreSQL) their ancestors up to `levels` generations into
+    the cache, in ONE round trip: what a walk back from those events starts with."""
+    if tx.kind != "postgresql" or not event_ids or levels < 1:
+        found = skeletons_by_id(tx, caches, event_ids)
+        prefetch_ancestors(tx, caches, [s.nid for s in found.values()], levels)
+        return found
+    ids = list(dict.fromkeys(event_ids))
+    rows = tx.rows(
+        "WITH RECURSIVE walk(nid, lvl) AS ("
+        " SELECT unnest(prev_event_nids), 1 FROM events WHERE event_id = ANY(%s::text[])"
+        " UNION"
+        " SELECT unnest(e.prev_event_nids), w.lvl + 1 FROM events e"
+        "  JOIN walk w ON e.event_nid = w.nid WHERE w.lvl < %s)"
+        f" SELECT {_SKELETON_COLUMNS}, true FROM events WHERE event_id = ANY(%s::text[])"
+        f" UNION ALL SELECT {_SKELETON_COLUMNS}, false FROM events"
+        " WHERE event_nid IN (SELECT nid FROM walk)",
+        (ids, levels, ids),
+    )
+    skeletons = [(_skeleton(r[:-1], False), r[-1]) for r in rows]
+    _remember(caches, (s for s, _ in skeletons))
+    return {s.event_id: s for s, given in skeletons if given}
+
+
 def skeletons_by_id(
     tx: ReadTx, caches: QueryCaches, event_ids: Collection[str]
 ) -> dict[str, Skeleton]:

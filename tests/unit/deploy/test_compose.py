@@ -159,3 +159,16 @@ def test_roomservers_wait_for_healthy_services(name: str) -> None:
     assert "healthcheck" in services()[name]
     for service_name, service in run_instances().items():
         assert service["depends_on"][name] == {"condition": "service_healthy"}, service_name
+
+
+def test_query_api_serves_the_same_database_on_a_published_port() -> None:
+    query = roomservers()["query"]
+    args = build_parser().parse_args(query["command"])
+    assert args.command == "serve"
+    env = query["environment"]
+    assert env["DATABASE_URL"] == roomservers()["roomserver-1"]["environment"]["DATABASE_URL"]
+    assert env["ROOMSERVER_QUERY_HOST"] == "0.0.0.0"
+    port = env["ROOMSERVER_QUERY_PORT"]
+    assert f"127.0.0.1:{port}:{port}" in query["ports"]
+    # The image's health check asks /health on ROOMSERVER_METRICS_PORT: serve's own port.
+    assert env["ROOMSERVER_METRICS_PORT"] == port
