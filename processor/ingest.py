@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from processor.core.decision import Outcome
+from processor.pipeline.caches import CacheLimits
 from processor.pipeline.processor import PartitionProcessor
 from processor.pipeline.types import BatchResult, InputMessage
 from processor.storage.base import Store
@@ -98,12 +99,15 @@ def ingest(
     progress: bool = False,
     total: int | None = None,
     record_outcomes: bool = False,
+    cache_limits: CacheLimits | None = None,
 ) -> IngestSummary:
     """Processes every message; returns the summary. Outputs are written after each batch
     commits, so the output file never holds an output whose effects were rolled back."""
     store.migrate()
     summary = IngestSummary()
-    processor = PartitionProcessor(server_name, record_outcomes=record_outcomes)
+    processor = PartitionProcessor(
+        server_name, record_outcomes=record_outcomes, cache_limits=cache_limits
+    )
     started = time.perf_counter()
     bar = _progress(total) if progress else None
     try:

@@ -11,6 +11,7 @@ Whatever a failed batch wrote must not survive in here: the caller drops the who
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 from processor.core.decision import state_after
 from processor.errors import CorruptState, InvalidEvent
@@ -31,6 +32,23 @@ from processor.storage.base import Batch, EventRecord, RedactionRecord, RoomReco
 from processor.storage.caches import LRU
 
 
+@dataclass(frozen=True, slots=True)
+class CacheLimits:
+    """Bounds on what one partition keeps in memory (settings `cache_*` for `run`, flags for
+    `ingest`). Everything bounded here is re-read from the database when needed again."""
+
+    #: Decoded events kept (an entry holds the event and its JSON: roughly 1-2 KB).
+    events: int = 100_000
+    #: State maps kept (snapshots, states after events, resolved states), per kind.
+    states: int = 256
+    #: Events in the auth chain indexes of the tracked rooms, all rooms together (about
+    #: 0.5 KB each). Past it, the rooms least recently used are dropped between batches;
+    #: a dropped room's index is rebuilt from storage when a resolution next needs it.
+    auth_index_events: int = 400_000
+    #: Names (event types, state keys) and room versions remembered by NID.
+    names: int = 200_000
+
+
 class TrackedRoom:
     """What the handler tracks of one room between events: its record, its version, its
     forward extremities, current state and output stream position."""
@@ -45,6 +63,8 @@ class TrackedRoom:
         self.last_sent_event_id = record.last_sent_event_id
         self._current: StateAt | None = None
         self._cache = cache
+        #: The batch that last used the room (`RoomCache.trim` drops the coldest rooms).
+        self.last_used = 0
         #: The room's auth DAG for state resolution, grown as events are stored or loaded.
         self.auth_index = AuthChainIndex()
         #: Verdicts of the auth rules against an event's own auth events, for the events
@@ -74,8 +94,12 @@ class TrackedRoom:
 class RoomCache:
     """Caches shared by every batch of one handler (one partition)."""
 
-    def __init__(self, *, events: int = 200_000, states: int = 256) -> None:
+    def __init__(self, limits: CacheLimits | None = None) -> None:
+        self.limits = limits = limits or CacheLimits()
+        events, states = limits.events, limits.states
         self._rooms: dict[str, TrackedRoom] = {}
+        #: Counts batches, for the rooms' `last_used`.
+        self._clock = 0
         #: Versions of rooms other than the one being handled, by NID (see `_version_of`).
         self._room_versions: dict[RoomNID, RoomVersion] = {}
         self._events: LRU[EventNID, LoadedEvent] = LRU(events)
@@ -106,6 +130,48 @@ class RoomCache:
         self._batch_records = {}
         self._absent = set()
         self._pending_redactions = {}
+
+    def trim(self) -> None:
+        """Between batches (everything before is committed, so nothing here is the only
+        copy): drop the least recently used rooms past `auth_index_events`, and the name
+        maps past `names`. Most tracked state is in the LRUs, bounded as it goes; a room's
+        auth index and auth verdicts grow with its history and are bounded here."""
+        self._clock += 1
+        limits = self.limits
+        rooms = self._rooms
+        # Verdicts are memoised per distinct auth-event tuple: bounded per room by dropping
+        # them all (each is recomputed by the auth rules on its next use).
+        verdict_limit = max(1, limits.auth_index_events // 10)
+        size = 0
+        for room in rooms.values():
+            if len(room.auth_verdicts) > verdict_limit:
+                room.auth_verdicts = {}
+            size += len(room.auth_index) + len(room.auth_verdicts)
+        if size > limits.auth_index_events:
+            # Down to three quarters, so a room set slightly over the limit is not trimmed
+            # (and its indexes rebuilt) every batch.
+            target = limits.auth_index_events * 3 // 4
+            for room in sorted(rooms.values(), key=lambda r: (r.last_used, r.record.room_nid)):
+                if size <= target:
+                    break
+                size -= len(room.auth_index) + len(room.auth_verdicts)
+                del rooms[room.record.room_id]
+        if len(self._type_nids) + len(self._state_key_nids) > limits.names:
+            self._type_nids.clear()
+            self._state_key_nids.clear()
+        if len(self._room_versions) > limits.names:
+            self._room_versions.clear()
+
+    def memory_entries(self) -> dict[str, int]:
+        """How many entries each cache holds (for benchmarks and diagnostics)."""
+        rooms = self._rooms.values()
+        return {
+            "rooms": len(self._rooms),
+            "auth_index_events": sum(len(r.auth_index) for r in rooms),
+            "auth_verdicts": sum(len(r.auth_verdicts) for r in rooms),
+            "events": len(self._events),
+            "names": len(self._type_nids) + len(self._state_key_nids),
+        }
 
     # ------------------------------------------------------------ NIDs
 
@@ -144,10 +210,12 @@ class RoomCache:
             if record is None:
                 return None
             room = self.add_room(record, room_version(record.room_version))
+        room.last_used = self._clock
         return room
 
     def add_room(self, record: RoomRecord, version: RoomVersion) -> TrackedRoom:
         room = TrackedRoom(record, version, self)
+        room.last_used = self._clock
         self._rooms[record.room_id] = room
         return room
 
@@ -478,4 +546,4 @@ def _state_res_event(e: LoadedEvent) -> StateResEvent:
     )
 
 
-__all__ = ["BatchEventSource", "RoomCache", "TrackedRoom"]
+__all__ = ["BatchEventSource", "CacheLimits", "RoomCache", "TrackedRoom"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from processor.pipeline.caches import RoomCache
+from processor.pipeline.caches import CacheLimits, RoomCache
 from processor.pipeline.handler import InputHandler
 from processor.pipeline.outputs import OutputBuilder
 from processor.pipeline.types import BatchResult, InputMessage
@@ -28,10 +28,11 @@ class PartitionProcessor:
         max_message_bytes: int = 1_000_000,
         sink: Literal["outbox", "memory"] = "memory",
         record_outcomes: bool = False,
+        cache_limits: CacheLimits | None = None,
     ) -> None:
         self._server_name = server_name
         self._record_outcomes = record_outcomes
-        self.cache = RoomCache()
+        self.cache = RoomCache(cache_limits)
         self.outputs = OutputBuilder(partition, max_message_bytes, sink=sink)
         self._handler = self._new_handler()
 
@@ -42,6 +43,9 @@ class PartitionProcessor:
 
     def process(self, batch: Batch, messages: Sequence[InputMessage]) -> BatchResult:
         """The messages' effects and outputs, written into `batch` (not committed)."""
+        # Every earlier batch is committed or forgotten (`rolled_back`): the caches may drop
+        # what is over their limits now without losing anything the database lacks.
+        self.cache.trim()
         return self._handler.handle_batch(batch, messages)
 
     def take_outputs(self) -> list[bytes]:

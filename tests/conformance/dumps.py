@@ -23,6 +23,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 from processor.ingest import ingest
+from processor.pipeline.caches import CacheLimits
 from processor.pipeline.types import InputMessage
 from processor.room_state import room_state_lines
 from processor.storage import open_database
@@ -83,12 +84,18 @@ def dump(database: str, rooms: Iterable[str] | None = None) -> Dump:
         store.close()
 
 
-def ingest_into(database: str, lines: Sequence[bytes], *, batch_size: int) -> None:
+def ingest_into(
+    database: str,
+    lines: Sequence[bytes],
+    *,
+    batch_size: int,
+    cache_limits: CacheLimits | None = None,
+) -> None:
     """The embedded mode in-process, as `roomserver ingest` runs it (line numbers from 1)."""
     store = open_database(database, read_only=False)
     try:
         messages = (InputMessage(line, "file", 0, n) for n, line in enumerate(lines, 1))
-        summary = ingest(store, messages, batch_size=batch_size)
+        summary = ingest(store, messages, batch_size=batch_size, cache_limits=cache_limits)
     finally:
         store.close()
     assert summary.events == len(lines)

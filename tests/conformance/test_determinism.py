@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from processor.pipeline.caches import CacheLimits
 from tests.conformance.dumps import (
     baseline,
     baseline_database,
@@ -91,4 +92,15 @@ def test_ingest_is_independent_of_the_batch_size(batch_size: int, tmp_path: Path
     database = tmp_path / "rooms.db"
     ingest_into(str(database), input_lines(), batch_size=batch_size)
     found = differences(baseline(), dump(str(database)), f"batch size {batch_size}")
+    assert not found, found
+
+
+def test_ingest_is_independent_of_the_cache_limits(tmp_path: Path) -> None:
+    """Caches far too small for the twelve rooms: between batches the coldest rooms (their
+    auth chain indexes and verdicts) and the name maps are dropped, and events, states and
+    indexes are read back from the database as needed. Nothing may change but the speed."""
+    database = tmp_path / "rooms.db"
+    tiny = CacheLimits(events=8, states=2, auth_index_events=40, names=4)
+    ingest_into(str(database), input_lines(), batch_size=7, cache_limits=tiny)
+    found = differences(baseline(), dump(str(database)), "tiny cache limits")
     assert not found, found
