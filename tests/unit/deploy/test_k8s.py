@@ -80,7 +80,7 @@ def test_manifest_is_valid_for_kubernetes(name: str, version: str) -> None:
 
 def test_an_invalid_manifest_is_rejected() -> None:
     """The validation used above does reject what the API server would."""
-    deployment = resource("Deployment")
+    deployment = resource("Deployment", "roomserver")
     broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}  # a typo
     with pytest.raises(kubernetes_validate.ValidationError, match="replica"):
         kubernetes_validate.validate(broken, VERSIONS[0], strict=True)
@@ -102,12 +102,13 @@ def test_kustomization_lists_every_manifest_but_the_templates() -> None:
     by_hand = {"secret.example.yaml", "rebuild-job.yaml"}
     assert listed == set(manifests()) - by_hand
     for image in kustomization["images"]:
-        assert image["name"] == container(resource("Deployment"))["image"].split(":")[0]
+        run = container(resource("Deployment", "roomserver"))
+        assert image["name"] == run["image"].split(":")[0]
 
 
 def test_servicemonitor_scrapes_the_metrics_service() -> None:
     monitor = resource("ServiceMonitor")
-    service = resource("Service")
+    service = resource("Service", "roomserver-metrics")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(monitor["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
@@ -119,14 +120,14 @@ def test_servicemonitor_scrapes_the_metrics_service() -> None:
 
 
 def test_service_probes_and_settings_use_the_metrics_port() -> None:
-    deployment = resource("Deployment")
+    deployment = resource("Deployment", "roomserver")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     main = container(deployment)
     ports = {port["name"]: port["containerPort"] for port in main["ports"]}
     config = resource("ConfigMap")["data"]
     assert ports["metrics"] == int(config["ROOMSERVER_METRICS_PORT"])
 
-    service = resource("Service")
+    service = resource("Service", "roomserver-metrics")
     assert selects(service["spec"]["selector"], pod_labels)
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
 
@@ -139,7 +140,7 @@ def test_service_probes_and_settings_use_the_metrics_port() -> None:
 
 
 def test_replicas_within_partitions_and_budget() -> None:
-    deployment = resource("Deployment")
+    deployment = resource("Deployment", "roomserver")
     config = resource("ConfigMap")["data"]
     replicas = deployment["spec"]["replicas"]
     assert 1 <= replicas <= int(config["ROOMSERVER_INPUT_PARTITIONS"])
@@ -158,7 +159,7 @@ def test_settings_exist_and_credentials_come_from_the_secret() -> None:
     assert set(config["data"]) <= known, set(config["data"]) - known
     assert not CREDENTIALS & set(config["data"])
     secret = resource("Secret")
-    for workload in (resource("Deployment"), resource("Job")):
+    for workload in (resource("Deployment", "roomserver"), resource("Job")):
         main = container(workload)
         assert main["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
         env = {entry["name"]: entry for entry in main["env"]}
@@ -173,7 +174,7 @@ def test_settings_exist_and_credentials_come_from_the_secret() -> None:
 def test_pods_run_as_the_image_user_with_a_read_only_root() -> None:
     (user,) = [args for keyword, args in instructions() if keyword == "USER"]
     uid, gid = (int(part) for part in user.split(":"))
-    deployment, job = resource("Deployment"), resource("Job")
+    deployment, job = resource("Deployment", "roomserver"), resource("Job")
     assert container(deployment)["image"] == container(job)["image"]
     for workload in (deployment, job):
         pod = workload["spec"]["template"]["spec"]
@@ -196,8 +197,34 @@ def test_rebuild_job_writes_to_another_database_once() -> None:
             for entry in container(workload)["env"]
         }
 
-    keys, live = secret_keys(job), secret_keys(resource("Deployment"))
+    keys, live = secret_keys(job), secret_keys(resource("Deployment", "roomserver"))
     assert keys["DATABASE_URL"] != live["DATABASE_URL"]
     # A retry would meet the half-filled database, which rebuild refuses.
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_query_api_deployment_and_service() -> None:
+    """`roomserver serve` (deploy/k8s/query.yaml): its own pods and Service on the port it
+    listens on, probes on /health there, the database URL from the Secret, settings that
+    exist, the same image and hardening as `run`."""
+    query, run = resource("Deployment", "roomserver-query"), resource("Deployment", "roomserver")
+    main = container(query)
+    assert main["args"] == ["serve"]
+    assert main["image"] == container(run)["image"]
+    env = {entry["name"]: entry for entry in main["env"]}
+    assert set(env) <= {setting.env for setting in SETTINGS}
+    assert env["DATABASE_URL"] == container(run)["env"][0]
+    assert env["ROOMSERVER_QUERY_HOST"]["value"] == "0.0.0.0"
+    ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+    assert ports["http"] == int(env["ROOMSERVER_QUERY_PORT"]["value"])
+    assert main["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    pod_labels = query["spec"]["template"]["metadata"]["labels"]
+    assert selects(query["spec"]["selector"]["matchLabels"], pod_labels)
+    assert not selects(run["spec"]["selector"]["matchLabels"], pod_labels)
+    service = resource("Service", "roomserver-query")
+    assert selects(service["spec"]["selector"], pod_labels)
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    pod = query["spec"]["template"]["spec"]
+    assert pod["securityContext"] == run["spec"]["template"]["spec"]["securityContext"]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
