@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from processor.matrix.room_versions import room_version
 from processor.matrix.state_res import AuthChainIndex, StateResEvent, resolve_state
 from processor.nids import EventNID, StateKeyTuple
-from processor.pipeline.caches import BatchEventSource, RoomCache
+from processor.pipeline.caches import BatchEventSource, CacheLimits, RoomCache
 from processor.query.database import ReadTx
 from processor.storage.base import RoomRecord
 
@@ -50,7 +50,7 @@ def resolve_prev_states(
     when an event it needs is not stored). A fresh cache per request: a shared one would
     keep an event's unredacted form after a redaction, which the pipeline forgets."""
     version = room_version(room.room_version)
-    cache = RoomCache(events=100_000, states=8)
+    cache = RoomCache(CacheLimits(events=100_000, states=8))
     room_state = cache.add_room(room, version)
     source = cache.event_source(tx.batch, room_state)
     source.ensure_indexed(set().union(*(s.values() for s in states)))
