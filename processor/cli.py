@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--output-topic", default="", help="publish outputs to this topic (default: none)"
     )
+    rebuild.add_argument(
+        "--processes", type=int, default=1,
+        help="worker processes, each replaying a share of the partitions with its own "
+        "database connections (about one per core; default 1)",
+    )
 
     dlq = sub.add_parser(
         "dlq",
@@ -375,7 +380,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "rebuild":
         if not settings.database_url:
             raise ConfigError("DATABASE_URL is not set (or pass --database-url)")
-        return asyncio.run(commands.rebuild(settings, args.output_topic or None))
+        return asyncio.run(
+            commands.rebuild(settings, args.output_topic or None, processes=args.processes)
+        )
     raise ConfigError(f"unknown command {command}")
 
 

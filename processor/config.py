@@ -50,6 +50,12 @@ class Settings:
     max_output_message_bytes: int = 1_000_000
     #: Seconds without progress while lag > 0 before /health reports the consumer stalled.
     stall_seconds: float = 60.0
+    #: The consumer's static group membership ID (Kafka's group.instance.id): an instance
+    #: restarted with the same ID gets its partitions back at once. "" = derived from the
+    #: host name (`processor.stream.instance_id`); "dynamic" = no static membership.
+    instance_id: str = ""
+    #: How long the group waits for a silent member before giving its partitions away.
+    session_timeout_ms: int = 10_000
     #: The largest input message `produce` sends (its producer's max_request_size, less the
     #: record overhead). Kafka's own default is 1 MiB; the local broker takes 10 MiB.
     max_produce_bytes: int = 1_048_576
@@ -148,6 +154,17 @@ SETTINGS: tuple[SettingInfo, ...] = (
     ),
     SettingInfo(
         "stall_seconds", "ROOMSERVER_STALL_SECONDS", "stalled-consumer threshold",
+        frozenset({"run"}),
+    ),
+    SettingInfo(
+        "instance_id", "ROOMSERVER_INSTANCE_ID",
+        "static consumer-group membership ID, unique per instance and the same across its "
+        "restarts (default: host name and a per-host slot; 'dynamic': none)",
+        frozenset({"run"}),
+    ),
+    SettingInfo(
+        "session_timeout_ms", "ROOMSERVER_SESSION_TIMEOUT_MS",
+        "ms without heartbeats before the group gives a member's partitions away",
         frozenset({"run"}),
     ),
     SettingInfo(

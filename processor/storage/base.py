@@ -242,8 +242,15 @@ class Batch(Protocol):
     def append_outbox(
         self, partition: int, room_id: str, stream_position: int, payload: bytes
     ) -> None: ...
-    def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]: ...
+    def select_outbox(
+        self, partition: int, limit: int, after_seq: int = 0
+    ) -> list[OutboxRecord]:
+        """The partition's first `limit` rows numbered above `after_seq`, in `seq` order."""
+        ...
     def delete_outbox(self, partition: int, up_to_seq: int) -> None: ...
+    def advance_outbox_seq(self, published: int) -> bool:
+        """Number the next outbox rows above `published`; never backwards. True if moved."""
+        ...
 
 
 class Store(Protocol):

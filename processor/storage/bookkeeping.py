@@ -50,12 +50,14 @@ class BookkeepingMixin(BatchCore):
     ) -> None:
         self.pending.outbox.append((partition, room_id, stream_position, bytes(payload)))
 
-    def select_outbox(self, partition: int, limit: int) -> list[OutboxRecord]:
+    def select_outbox(
+        self, partition: int, limit: int, after_seq: int = 0
+    ) -> list[OutboxRecord]:
         p = self.PARAM
         rows = self._rows(
             "SELECT seq, room_id, stream_position, payload FROM outbox"
-            f" WHERE partition = {p} ORDER BY seq LIMIT {p}",
-            (partition, limit),
+            f" WHERE partition = {p} AND seq > {p} ORDER BY seq LIMIT {p}",
+            (partition, after_seq, limit),
             binary=True,
         )
         return [OutboxRecord(s, r, pos, bytes(b)) for s, r, pos, b in rows]
@@ -65,3 +67,35 @@ class BookkeepingMixin(BatchCore):
         self._execute(
             f"DELETE FROM outbox WHERE partition = {p} AND seq <= {p}", (partition, up_to_seq)
         )
+
+    def advance_outbox_seq(self, published: int) -> bool:
+        """Make the next outbox row's `seq` larger than `published` (the largest `seq` the
+        output topics already hold); True when the sequence had to move.
+
+        A rebuilt or restored database numbers its rows from below what its predecessor
+        published, and the relay forgets rows at or below the topics' last `seq` as "already
+        in Kafka": without this its first outputs would be dropped. Never moves the sequence
+        back (rows numbered above `published` keep their order), so any instance may call it
+        at any time.
+        """
+        if self.PARAM == "?":
+            # SQLite: AUTOINCREMENT numbers from max(sqlite_sequence.seq, largest rowid) + 1.
+            moved = self._execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox' AND seq < ?",
+                (published, published),
+            )
+            if not self._rows("SELECT 1 FROM sqlite_sequence WHERE name = 'outbox'"):
+                moved = self._execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (published,)
+                )
+            return moved > 0
+        # PostgreSQL: setval is not transactional and would move the sequence back if it
+        # raced a larger value; it runs only when the sequence is below `published`, which
+        # only a database that never published that far can be (no concurrent nextval there
+        # reaches `published` first).
+        rows = self._rows(
+            "SELECT setval(s, %s) FROM (SELECT pg_get_serial_sequence('outbox', 'seq')::regclass"
+            " AS s) q WHERE COALESCE(pg_sequence_last_value(s), 0) < %s",
+            (published, published),
+        )
+        return bool(rows)

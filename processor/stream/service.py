@@ -57,6 +57,7 @@ from processor.pipeline.types import BatchResult, InputMessage
 from processor.storage import open_store
 from processor.storage.base import Store
 from processor.stream.connect import start_client
+from processor.stream.instance_id import InstanceId, claim_instance_id
 from processor.stream.kafka_settings import kafka_client_options
 from processor.stream.outbox_relay import (
     OutboxRelay,
@@ -124,6 +125,10 @@ class PartitionWorker:
     #: Released: the task ends after the batch in flight.
     released: bool = False
     task: asyncio.Task[None] | None = None
+    #: The input offset this worker's last batch stored (None: not known, read it). Saves
+    #: each batch a round trip; a stale value is harmless, as the claim compares it with
+    #: the stored one and a mismatch drops the batch (`StaleBatch`).
+    stored_offset: int | None = None
 
     def __post_init__(self) -> None:
         self.processor = PartitionProcessor(
@@ -159,18 +164,25 @@ class PartitionWorker:
         """One transaction: the batch's effects, its outputs and the next input offset."""
         try:
             with self.store.batch() as batch:
-                expected = batch.select_input_offset(self.topic, self.partition) or 0
+                expected = self.stored_offset
+                if expected is None:
+                    expected = batch.select_input_offset(self.topic, self.partition) or 0
                 messages = [m for m in messages if m.offset >= expected]
                 if not messages:
+                    self.stored_offset = expected
                     return None
                 result = self.processor.process(batch, messages)
                 self.processor.take_outputs()  # memory sink only: nothing to publish
+                next_offset = messages[-1].offset + 1
                 if not batch.claim_input_offset(
-                    self.topic, self.partition, expected, messages[-1].offset + 1
+                    self.topic, self.partition, expected, next_offset
                 ):
                     raise StaleBatch(f"partition {self.partition} moved on from {expected}")
-                return result
+            # Committed (leaving the block without an exception).
+            self.stored_offset = next_offset
+            return result
         except BaseException:
+            self.stored_offset = None
             self.processor.rolled_back()
             raise
 
@@ -196,6 +208,8 @@ class RoomserverService:
         group_id: str | None = None,
         output_enabled: bool = True,
         stop_at: dict[int, int] | None = None,
+        static_membership: bool = True,
+        partitions: list[int] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -230,6 +244,13 @@ class RoomserverService:
         #: Rebuild mode: stop once every partition has reached these offsets.
         self._stop_at = stop_at
         self._positions: dict[int, int] = {}
+        #: Static group membership (see `instance_id`): a restart after a crash gets its
+        #: partitions back at once. A rebuild's group is its own and lives once: no need.
+        self._static_membership = static_membership
+        self._instance: InstanceId | None = None
+        #: These partitions only, assigned rather than given by the group (a rebuild split
+        #: over processes: each owns its share for the whole replay, with no rebalances).
+        self._assigned = partitions
 
     def stop(self) -> None:
         self._stop.set()
@@ -266,6 +287,7 @@ class RoomserverService:
                 self.settings, self.settings.input_topic, p, store, relay, self._max_message_bytes,
                 outputs_enabled=self._output_enabled,
             )
+            worker.stored_offset = offsets[p]
             self._positions[p] = offsets[p]
             self._consumer.seek(TopicPartition(self.settings.input_topic, p), offsets[p])
             self.workers[p] = worker
@@ -274,10 +296,11 @@ class RoomserverService:
         # answer to "is it consuming, and what?" (aiokafka's own group chatter is quieted).
         if self.workers:
             log.info(
-                "consuming %s partitions [%s] as group %s%s",
+                "consuming %s partitions [%s] as group %s%s%s",
                 self.settings.input_topic,
                 ",".join(str(p) for p in sorted(self.workers)),
                 self._group_id,
+                f" instance {self._instance.value}" if self._instance else "",
                 f" (resuming at offsets {', '.join(f'{p}:{offsets[p]}' for p in sorted(offsets))})"
                 if offsets else "",
             )
@@ -566,6 +589,8 @@ class RoomserverService:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            group_instance_id=self._instance.value if self._instance else None,
+            session_timeout_ms=self.settings.session_timeout_ms,
             **self._client_options(),
         )
         try:
@@ -574,7 +599,15 @@ class RoomserverService:
             await consumer.stop()
             raise
         self._consumer = consumer
-        consumer.subscribe([self.settings.input_topic], listener=PartitionListener(self))
+        if self._assigned is None:
+            consumer.subscribe([self.settings.input_topic], listener=PartitionListener(self))
+            return consumer
+        tps = [TopicPartition(self.settings.input_topic, p) for p in self._assigned]
+        consumer.assign(tps)
+        # assign() starts a position reset; a seek before it has finished is overwritten.
+        for tp in tps:
+            await consumer.position(tp)
+        await self.take(list(self._assigned))
         return consumer
 
     async def _stop_consumer(self) -> None:
@@ -641,9 +674,15 @@ class RoomserverService:
             self._tail = TailReader(tail_reader)
             cleanup.push_async_callback(self._close_store)
             await asyncio.to_thread(self._require_store)
+            if self._output_enabled:
+                await self._number_outbox_past(layout.partitions)
             executor = ThreadPoolExecutor(PROCESSING_THREADS, "roomserver-batch")
             cleanup.callback(executor.shutdown, wait=False)
             self._executor = executor
+            if self._static_membership:
+                self._instance = claim_instance_id(self.settings)
+                if self._instance is not None:
+                    cleanup.callback(self._instance.release)
             cleanup.push_async_callback(self._stop_consumer)
             consumer = await self._start_consumer()
             if self.settings.metrics_port:
@@ -654,6 +693,45 @@ class RoomserverService:
             cleanup.push_async_callback(_cancelled, asyncio.create_task(self._watch_lag()))
             cleanup.push_async_callback(self._cancel_commit)
             await self._consume(consumer)
+
+    async def _number_outbox_past(self, partitions: int) -> None:
+        """Before any batch commits: number this database's outbox rows above every `seq`
+        the output and dead-letter topics already hold.
+
+        A rebuilt or restored database starts its outbox sequence below what its predecessor
+        published; each relay forgets the rows at or below its partitions' last `seq` as
+        already in Kafka (`OutboxRelay._recover`), so without this the first outputs after
+        the switch would be silently dropped. A database that published those records
+        itself is already past them: nothing moves.
+        """
+        assert self._tail is not None
+        topics = (self.settings.output_topic, self.settings.dead_letter_topic)
+        while not self._stop.is_set():
+            try:
+                published = 0
+                for topic in topics:
+                    for p in range(partitions):
+                        try:
+                            last = await self._tail.last_seq(TopicPartition(topic, p))
+                        except TailUnreadable:
+                            # That partition's relay refuses to publish for the same reason
+                            # (and says so); the others need not wait for it.
+                            continue
+                        published = max(published, last)
+                store = self._require_store()
+                if published and await asyncio.to_thread(_advance_outbox_seq, store, published):
+                    log.warning(
+                        "outbox sequence moved past %d, the last seq the output topics hold: "
+                        "this database had not published that far (rebuilt or restored)",
+                        published,
+                    )
+                return
+            except (KafkaError, StorageError) as e:
+                # Processing must not start before this is done; the broker or the
+                # database may be back in a moment.
+                log.warning("reading the output topics' last seq failed (%s); retrying", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), RETRY_SECONDS)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         last_lag = 0.0
@@ -747,6 +825,11 @@ def with_idle_timeout(database_url: str) -> str:
         return database_url
     option = quote(f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}")
     return f"{database_url}{'&' if '?' in database_url else '?'}options={option}"
+
+
+def _advance_outbox_seq(store: Store, published: int) -> bool:
+    with store.batch() as batch:
+        return batch.advance_outbox_seq(published)
 
 
 def _migrated(database_url: str) -> Store:

@@ -239,6 +239,20 @@ async def owned_partitions(port: int) -> set[str]:
     }
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def describe_cpu(cpu: float, events: int) -> str:
+    return f"    service CPU: {cpu:.1f} s, {cpu / events * 1e6:,.0f} µs per input event"
+
+
 def describe_batches(before: dict[str, float], after: dict[str, float], wall: float) -> str:
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
@@ -425,14 +439,14 @@ async def latency(
     return time.perf_counter() - started
 
 
-def rebuild(settings: Settings, database_url: str, log_path: Path) -> None:
+def rebuild(settings: Settings, database_url: str, log_path: Path, processes: int) -> None:
     env = service_env(settings)
     env["DATABASE_URL"] = database_url
     started = time.perf_counter()
     with log_path.open("wb") as log:
         proc = subprocess.run(
-            [*ROOMSERVER, "rebuild"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.PIPE, check=False,
+            [*ROOMSERVER, "rebuild", "--processes", str(processes)], env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE, check=False,
         )
         log.write(proc.stderr)
     wall = time.perf_counter() - started
@@ -440,7 +454,8 @@ def rebuild(settings: Settings, database_url: str, log_path: Path) -> None:
         print(f"(c) rebuild FAILED (exit {proc.returncode}); see {log_path}")
         return
     summary = [line for line in proc.stderr.decode().splitlines() if "rebuilt" in line]
-    print(f"(c) rebuild: {summary[-1] if summary else '?'} [target >= 20,000 events/s]; "
+    print(f"(c) rebuild --processes {processes}: {summary[-1] if summary else '?'} "
+          f"[target >= 20,000 events/s]; "
           f"{wall:.1f} s wall clock including start-up and group join")
 
 
@@ -471,8 +486,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
     prefix = f"bench.e2e.{uuid.uuid4().hex[:10]}"
     logs = Path(tempfile.mkdtemp(prefix="bench_e2e_"))
-    with scratch_database(server_url, "run") as run_db, \
-            scratch_database(server_url, "rebuild") as rebuild_db:
+    with scratch_database(server_url, "run") as run_db:
         settings = Settings(
             kafka_bootstrap_servers=bootstrap,
             input_topic=f"{prefix}.input",
@@ -500,14 +514,19 @@ async def main_async(args: argparse.Namespace) -> None:
         try:
             await settled(ports, args.partitions)
             await warm_up(settings, watcher, producer)
+            pids = [service.pid for service in services]
             if not args.skip_throughput:
                 before = await scrape(ports)
+                cpu = cpu_seconds(pids)
                 wall = await throughput(settings, watcher, producer, load)
                 print(describe_batches(before, await scrape(ports), wall))
+                print(describe_cpu(cpu_seconds(pids) - cpu, len(load.lines)))
             if args.latency_seconds > 0:
                 before = await scrape(ports)
+                cpu = cpu_seconds(pids)
                 wall = await latency(settings, watcher, paced_producer, paced, args.rate)
                 print(describe_batches(before, await scrape(ports), wall))
+                print(describe_cpu(cpu_seconds(pids) - cpu, len(paced.lines)))
         finally:
             await producer.stop()
             await paced_producer.stop()
@@ -519,7 +538,10 @@ async def main_async(args: argparse.Namespace) -> None:
                 if code != 0:
                     print(f"the service exited {code}; see {logs}/run{n or ''}.log")
         if not args.skip_rebuild:
-            rebuild(settings, rebuild_db, logs / "rebuild.log")
+            for processes in args.rebuild_processes:
+                # Each into an empty database of its own, the first one's dropped first.
+                with scratch_database(server_url, "rebuild") as into:
+                    rebuild(settings, into, logs / f"rebuild{processes}.log", processes)
         await delete_topics(settings)
     print(f"logs in {logs}; {load_average()}")
 
@@ -538,6 +560,11 @@ def main() -> None:
         "--instances", type=int, default=1,
         help="`roomserver run` processes in the consumer group (each takes a share of the "
         "partitions: the design's unit of scaling, and a process per core beats the GIL)",
+    )
+    parser.add_argument(
+        "--rebuild-processes", type=lambda text: [int(n) for n in text.split(",")],
+        default=[1], help="`roomserver rebuild --processes N` for (c); N,M,...: one rebuild "
+        "each, one after the other (default 1)",
     )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rebuild", action="store_true")

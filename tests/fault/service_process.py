@@ -34,6 +34,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "ROOMSERVER_BATCH_SIZE": str(settings.batch_size),
         "ROOMSERVER_STALL_SECONDS": str(settings.stall_seconds),
         "ROOMSERVER_SERVER_NAME": settings.server_name,
+        "ROOMSERVER_INSTANCE_ID": settings.instance_id,
+        "ROOMSERVER_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from processor.config import Settings
 from processor.errors import ConfigError
 from processor.generate import generate
 from processor.generate.traffic import write_jsonl
+from processor.ingest import ingest, read_lines
 from processor.room_state import room_state_lines
 from processor.storage import open_store
 from processor.stream import commands
@@ -177,3 +179,96 @@ def test_rebuild_of_a_missing_topic_is_a_configuration_error(
     )
     with pytest.raises(ConfigError, match="does not exist"):
         asyncio.run(commands.rebuild_database(settings, None))
+
+
+async def test_a_rebuilt_database_publishes_its_first_outputs(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    second_database: str,
+    new_topic: NewTopicFactory,
+    tmp_path: Path,
+) -> None:
+    """Switching the service to a rebuilt database (README, "Rebuilding into a new
+    database"): its outbox starts numbering below the last `roomserver-seq` the output topic
+    holds, and the relay forgets rows at or below it as already published. The service
+    numbers past it at start, so the outputs of what arrives after the switch are
+    published, after the old ones, in `seq` order."""
+    prefix = new_topic(1)
+    settings = service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 2,
+        batch_size=50,
+    )
+    before_switch = io.StringIO()
+    write_jsonl(generate(rooms=3, events=300, room_version="10", seed=4), before_switch)
+    await commands.produce(settings, io.BytesIO(before_switch.getvalue().encode()))
+    await run_to_end(settings)
+    published = len(await _values(settings, settings.output_topic))
+    summary = await commands.rebuild_database(
+        dataclasses.replace(settings, database_url=second_database), None
+    )
+    assert summary.events == 300
+
+    # New rooms after the switch: their outputs are the same as `ingest` gives them alone.
+    after_switch = io.StringIO()
+    write_jsonl(generate(rooms=2, events=120, room_version="10", seed=77), after_switch)
+    data = after_switch.getvalue().encode()
+    reference = open_store(str(tmp_path / "reference.db"))
+    reference_out = io.BytesIO()
+    try:
+        ingest(reference, read_lines(io.BytesIO(data)), output=reference_out)
+    finally:
+        reference.close()
+    expected = outputs_by_room(reference_out.getvalue().splitlines())
+    await commands.produce(settings, io.BytesIO(data))
+    await run_to_end(dataclasses.replace(settings, database_url=second_database))
+
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.output_topic, settings.input_partitions
+    )
+    after = outputs_by_room(r.value or b"" for r in records)
+    assert {room: after.get(room) for room in expected} == expected
+    assert len(records) == published + sum(map(len, expected.values()))
+    for partition in range(settings.input_partitions):
+        seqs = [
+            int(dict(r.headers)["roomserver-seq"]) for r in records if r.partition == partition
+        ]
+        assert seqs == sorted(set(seqs)), f"partition {partition}: seq not increasing"
+    store = open_store(second_database)
+    try:
+        with store.batch() as batch:
+            assert all(batch.select_outbox(p, 10) == [] for p in range(2))
+    finally:
+        store.close()
+
+
+async def test_rebuild_in_two_processes_reaches_the_same_state(
+    kafka_bootstrap_servers: str,
+    database_url: str,
+    second_database: str,
+    new_topic: NewTopicFactory,
+) -> None:
+    """`rebuild --processes 2`: the partitions split over two worker processes, each with its
+    own database connections, give the same state at every event of every room, and the
+    same outputs per room, as one process."""
+    prefix = new_topic(1)
+    settings = service_settings(
+        kafka_bootstrap_servers, database_url, prefix, 3,
+        batch_size=100,
+    )
+    produced = await commands.produce(settings, io.BytesIO(_traffic()))
+    assert produced == 1201
+
+    one = await commands.rebuild_database(settings, f"{prefix}.one")
+    two = await commands.rebuild_database(
+        dataclasses.replace(settings, database_url=second_database), f"{prefix}.two",
+        processes=2,
+    )
+    assert (one.processes, two.processes) == (1, 2)
+    assert (two.events, two.dead_letters) == (one.events, one.dead_letters) == (1201, 1)
+    outputs = outputs_by_room(await _values(settings, f"{prefix}.one"))
+    assert len(outputs) == 8
+    assert outputs_by_room(await _values(settings, f"{prefix}.two")) == outputs
+    room_ids = sorted(outputs)
+    expected = _state_at_every_event(database_url, room_ids)
+    assert sum(len(lines) for lines in expected.values()) == 1200
+    assert _state_at_every_event(second_database, room_ids) == expected
