@@ -6,8 +6,9 @@ for that too. With a static ID the restarted process *is* the dead member: the c
 hands it the same partitions at once, with no wait and no rebalance of the other instances.
 
 The ID must be unique among the running instances of a group (a second process with the
-same ID makes the coordinator fence the first) and the same across one instance's restarts. `ROOMSERVER_INSTANCE_ID`
-sets it (in Kubernetes, the pod name of a StatefulSet). By default it is the host name and a
+same ID makes the coordinator fence the first) and the same across one instance's restarts.
+`ROOMSERVER_INSTANCE_ID` sets it (in Kubernetes, the pod name of a StatefulSet). By default
+it is the host name and a
 *slot*: the lowest number whose lock file (in the temporary directory, per consumer group)
 no other process holds. A process holds its slot's lock until it ends, however it ends (the
 kernel drops the lock of a killed process), so processes on one host get distinct slots and
