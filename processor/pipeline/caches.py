@@ -10,7 +10,7 @@ Whatever a failed batch wrote must not survive in here: the caller drops the who
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from processor.core.decision import state_after
@@ -18,7 +18,7 @@ from processor.errors import CorruptState, InvalidEvent
 from processor.matrix.events import Event
 from processor.matrix.pdu import decode_pdu
 from processor.matrix.room_versions import RoomVersion, create_event_id_of_room, room_version
-from processor.matrix.state_res import AuthChainIndex, StateResEvent
+from processor.matrix.state_res import AuthChainIndex
 from processor.nids import (
     EventNID,
     EventTypeNID,
@@ -477,73 +477,5 @@ class RoomCache:
     def remember_resolved(self, states: frozenset[StateAt], result: StateAt) -> None:
         self._resolved.put(states, result)
 
-    def event_source(self, batch: Batch, room: TrackedRoom) -> BatchEventSource:
-        return BatchEventSource(self, batch, room)
 
-
-class BatchEventSource:
-    """State resolution's `EventSource`, backed by the cache and the batch."""
-
-    def __init__(self, cache: RoomCache, batch: Batch, room: TrackedRoom) -> None:
-        self._cache = cache
-        self._batch = batch
-        self._room = room
-
-    def load(self, nids: Collection[EventNID]) -> dict[EventNID, StateResEvent]:
-        # A stored event that does not load is `CorruptState`: it stops the processor, never
-        # becomes a dead letter (the event is not at fault, the database is).
-        loaded = self._cache.load(self._batch, self._room, nids)
-        return {nid: _state_res_event(e) for nid, e in loaded.items()}
-
-    def state_key_nids(
-        self, keys: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], StateKeyTuple]:
-        found: dict[tuple[str, str], StateKeyTuple] = {}
-        for event_type, state_key in keys:
-            found[(event_type, state_key)] = (
-                self._cache.type_nid(self._batch, event_type),
-                self._cache.state_key_nid(self._batch, state_key),
-            )
-        return found
-
-    @property
-    def auth_index(self) -> AuthChainIndex:
-        return self._room.auth_index
-
-    def ensure_indexed(self, nids: Iterable[EventNID]) -> None:
-        """Load what the room's auth index lacks (after a restart, or events stored before
-        their auth events were indexed) and add it, auth events first."""
-        index = self._room.auth_index
-        pending: dict[EventNID, LoadedEvent] = {}
-        frontier = index.missing(nids)
-        while frontier:
-            loaded = self._cache.load(self._batch, self._room, frontier)
-            pending.update(loaded)
-            frontier = {
-                a
-                for e in loaded.values()
-                for a in e.auth_nids
-                if a not in index and a not in pending
-            }
-        # Add in an order where every event follows its auth events (iterative DFS).
-        for root in list(pending):
-            stack: list[tuple[EventNID, bool]] = [(root, False)]
-            while stack:
-                nid, expanded = stack.pop()
-                if nid in index:
-                    continue
-                event = pending[nid]
-                if expanded:
-                    index.add(nid, event.key, event.auth_nids)
-                    continue
-                stack.append((nid, True))
-                stack.extend((a, False) for a in event.auth_nids if a not in index)
-
-
-def _state_res_event(e: LoadedEvent) -> StateResEvent:
-    return StateResEvent(
-        nid=e.nid, event=e.event, key=e.key, auth_nids=e.auth_nids, rejected=e.rejected
-    )
-
-
-__all__ = ["BatchEventSource", "CacheLimits", "RoomCache", "TrackedRoom"]
+__all__ = ["CacheLimits", "RoomCache", "TrackedRoom"]

@@ -16,6 +16,7 @@ from processor.errors import StateResolutionError
 from processor.matrix.state_res import conflicted_state_keys, resolve_state
 from processor.nids import EventNID, StateKeyTuple
 from processor.pipeline.context import RoomContext
+from processor.pipeline.event_source import BatchEventSource
 from processor.pipeline.types import BatchResult, DeadLetterError, LoadedEvent, StateAt
 from schemas.dead_letter import DeadLetterReason
 from schemas.input import InputRoomEvent
@@ -86,7 +87,7 @@ def resolve(
         return cached
     result.state_resolutions += 1
     started = time.perf_counter()
-    source = cache.event_source(ctx.batch, ctx.room)
+    source = BatchEventSource(cache, ctx.batch, ctx.room)
     state_sets = [s.entries for s in distinct]
     try:
         source.ensure_indexed(set().union(*(entries.values() for entries in state_sets)))

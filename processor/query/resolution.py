@@ -13,7 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from processor.matrix.room_versions import room_version
 from processor.matrix.state_res import AuthChainIndex, StateResEvent, resolve_state
 from processor.nids import EventNID, StateKeyTuple
-from processor.pipeline.caches import BatchEventSource, CacheLimits, RoomCache
+from processor.pipeline.caches import CacheLimits, RoomCache
+from processor.pipeline.event_source import BatchEventSource
 from processor.query.database import ReadTx
 from processor.storage.base import RoomRecord
 
@@ -52,6 +53,6 @@ def resolve_prev_states(
     version = room_version(room.room_version)
     cache = RoomCache(CacheLimits(events=100_000, states=8))
     room_state = cache.add_room(room, version)
-    source = cache.event_source(tx.batch, room_state)
+    source = BatchEventSource(cache, tx.batch, room_state)
     source.ensure_indexed(set().union(*(s.values() for s in states)))
     return resolve_state(version, states, _ReadOnlySource(source, tx))
