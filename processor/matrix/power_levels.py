@@ -174,14 +174,18 @@ class PowerLevels:
         return dataclasses.replace(self, users=users)
 
 
-#: What the rules read when there is no power-levels event at all (client-server spec:
-#: `state_default` and `events_default` are 0 then; users other than the creator are at 0).
+#: What the rules read when there is no power-levels event at all: users other than the
+#: creator are at 0, `events_default` is 0. The spec says `state_default` is 0 then too
+#: ("Defaults to 50 if unspecified, but 0 if there is no m.room.power_levels event at all");
+#: the reference homeserver requires 50 regardless, so a non-creator's state event before
+#: the room has power levels is rejected across the network, and here
+#: (docs/interoperability.md, "state_default without power levels").
 NO_POWER_LEVELS: Final = PowerLevels(
     users={},
     users_default=0,
     events={},
     events_default=0,
-    state_default=0,
+    state_default=50,
     ban=50,
     redact=50,
     kick=50,

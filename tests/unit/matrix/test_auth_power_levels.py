@@ -120,11 +120,17 @@ def test_shape_of_changed_power_levels(
 
 @pytest.mark.parametrize("version_id", ALL_VERSIONS)
 def test_first_power_levels_event_allows_anything_well_formed(version_id: str) -> None:
-    # .5: with no previous event even a user at 0 may set levels above their own.
+    # .5: with no previous event, levels above the sender's own are allowed. Only the
+    # creator can send it: with no power levels, a state event needs level 50 (the
+    # network's rule; the spec's text says 0: docs/interoperability.md).
     room = Room(version_id, power_levels=None)
     room.check(
-        room.event("m.room.power_levels", CAROL, "", {"users": {CAROL: 100}, "ban": 100})
+        room.event("m.room.power_levels", ALICE, "", {"users": {CAROL: 150}, "ban": 150})
     )
+    with pytest.raises(AuthError, match="below the required level 50"):
+        room.check(
+            room.event("m.room.power_levels", CAROL, "", {"users": {CAROL: 100}, "ban": 100})
+        )
 
 
 # --------------------------------------------------------------------------------------------
