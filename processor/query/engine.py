@@ -18,14 +18,9 @@ import msgspec
 from processor.core.decision import state_after
 from processor.errors import StateResolutionError
 from processor.matrix.room_versions import KNOWN_ROOM_VERSIONS
-from processor.matrix.visibility import history_visibility_of, server_may_see_event
 from processor.nids import (
-    EMPTY_STATE_KEY_NID,
-    MROOM_HISTORY_VISIBILITY_NID,
     MROOM_MEMBER_NID,
     EventNID,
-    EventTypeNID,
-    StateKeyNID,
     StateKeyTuple,
     StateSnapshotNID,
 )
@@ -35,16 +30,15 @@ from processor.query.errors import BadRequest, NotFound, QueryError
 from processor.query.reads import (
     QueryCaches,
     Skeleton,
-    StateView,
     event_ids_of,
     load_skeletons,
     memberships_of,
     room_of,
-    servers_of_keys,
     skeletons_and_ancestors,
     skeletons_by_id,
 )
 from processor.query.resolution import resolve_prev_states
+from processor.query.server_visibility import ServerVisibility, state_key_of
 from processor.storage.base import RoomRecord
 from schemas import query as q
 
@@ -224,7 +218,7 @@ class QueryEngine:
             afters = [
                 state_after(
                     tx.batch.load_state(StateSnapshotNID(p.snapshot_nid)) if p.snapshot_nid else {},
-                    _key(p), p.nid, p.rejected,
+                    state_key_of(p), p.nid, p.rejected,
                 )
                 for p in prevs
             ]
@@ -344,7 +338,7 @@ class QueryEngine:
                         f"event {at.event_id} is an outlier: the state at it is not known"
                     )
                 snapshot = StateSnapshotNID(at.snapshot_nid)
-                key = _key(at)
+                key = state_key_of(at)
                 extra = {key: at.nid} if key is not None and not at.rejected else {}
             state = self._selected(tx, snapshot, None, extra)
             members = {k[1]: nid for k, nid in state.items() if k[0] == MROOM_MEMBER_NID}
@@ -400,7 +394,7 @@ class QueryEngine:
             if event is None:
                 raise NotFound(f"event {request.event_id} is not known to this roomserver")
             room = tx.batch.select_room_by_nid(event.room_nid)
-            visible = _Visibility(self, tx, room, request.server_name)
+            visible = ServerVisibility(self.caches, tx, room, request.server_name)
             return q.ServerAllowedToSeeEventResponse(allowed=visible(event))
 
     def _walk(
@@ -448,7 +442,7 @@ class QueryEngine:
     def _visible_pdus(
         self, tx: ReadTx, room: RoomRecord, events: list[Skeleton], server_name: str
     ) -> q.PdusResponse:
-        visible = _Visibility(self, tx, room, server_name)
+        visible = ServerVisibility(self.caches, tx, room, server_name)
         shown = [e for e in events if not e.rejected and visible(e)]
         shown.sort(key=lambda s: (s.depth, s.event_id))
         return q.PdusResponse(pdus=self._pdus_in_order(tx, [s.nid for s in shown]))
@@ -561,102 +555,6 @@ class QueryEngine:
 
 class _Sender(msgspec.Struct):
     sender: str
-
-
-class _HistoryVisibility(msgspec.Struct):
-    content: dict[str, Any] = {}
-
-
-def _key(s: Skeleton) -> StateKeyTuple | None:
-    if not s.state_key_nid:
-        return None
-    return (EventTypeNID(s.type_nid), StateKeyNID(s.state_key_nid))
-
-
-class _Visibility:
-    """`server_may_see_event` for one server in one room within one request.
-
-    What decides is the history visibility and whether any of the server's users is joined
-    or invited, in the state after the event. States are immutable, so that is computed once
-    per (state snapshot, server) and cached process-wide (`QueryCaches.views`); an accepted
-    state event adjusts its state-before view by its own change (a member event of one of
-    the server's users, a history visibility event). A 10,000-member room's state is walked
-    once, not once per request."""
-
-    _HV_KEY = (MROOM_HISTORY_VISIBILITY_NID, EMPTY_STATE_KEY_NID)
-
-    def __init__(
-        self, engine: QueryEngine, tx: ReadTx, room: RoomRecord, server_name: str
-    ) -> None:
-        self._engine = engine
-        self._tx = tx
-        self._room = room
-        self._server = server_name
-        self._by_state: dict[tuple[int, int], bool] = {}
-
-    def _visibility_of(self, hv_nid: EventNID | None) -> str:
-        if hv_nid is None:
-            return history_visibility_of(None)
-        record = self._tx.batch.select_events([hv_nid])[hv_nid]
-        return history_visibility_of(
-            msgspec.json.decode(record.json, type=_HistoryVisibility).content
-        )
-
-    def _view(self, snapshot_nid: int) -> StateView:
-        caches = self._engine.caches
-        memo = (snapshot_nid, self._server)
-        with caches.lock:
-            view = caches.views.get(memo)
-        if view is not None:
-            return view
-        tx = self._tx
-        state = tx.batch.load_state(StateSnapshotNID(snapshot_nid)) if snapshot_nid else {}
-        members = {k[1]: nid for k, nid in state.items() if k[0] == MROOM_MEMBER_NID}
-        servers = servers_of_keys(tx, caches, members)
-        ours = {k: nid for k, nid in members.items() if servers[k] == self._server}
-        values = memberships_of(tx, caches, ours.values())
-        view = StateView(
-            self._visibility_of(state.get(self._HV_KEY)),
-            frozenset(k for k, nid in ours.items() if values[nid] == "join"),
-            frozenset(k for k, nid in ours.items() if values[nid] == "invite"),
-        )
-        with caches.lock:
-            caches.views.put(memo, view)
-        return view
-
-    def __call__(self, event: Skeleton) -> bool:
-        if event.outlier or not event.snapshot_nid:
-            # No state is known at an outlier: nothing says the server may see it.
-            return False
-        key = _key(event)
-        # The state after an accepted state event is not the state before it: a member event
-        # changes a server's memberships, a history visibility event the visibility. Events
-        # that change no state (messages) share the memo of their state before.
-        own = event.nid if key is not None and not event.rejected else 0
-        memo = (event.snapshot_nid, own)
-        cached = self._by_state.get(memo)
-        if cached is not None:
-            return cached
-        view = self._view(event.snapshot_nid)
-        visibility, joined, invited = view.visibility, view.joined, view.invited
-        if key is not None and own:
-            if key == self._HV_KEY:
-                visibility = self._visibility_of(event.nid)
-            elif key[0] == MROOM_MEMBER_NID:
-                tx, caches = self._tx, self._engine.caches
-                if servers_of_keys(tx, caches, [key[1]])[key[1]] == self._server:
-                    # The state after the event: a server's user's own join makes it visible.
-                    membership = memberships_of(tx, caches, [event.nid])[event.nid]
-                    user = frozenset([key[1]])
-                    joined = joined - user | (user if membership == "join" else frozenset())
-                    invited = invited - user | (user if membership == "invite" else frozenset())
-        at_event = [m for m, users in (("join", joined), ("invite", invited)) if users]
-        allowed = server_may_see_event(visibility, at_event, ())
-        if not allowed and visibility not in ("joined", "invited"):
-            now = self._view(self._room.current_snapshot_nid).joined
-            allowed = server_may_see_event(visibility, at_event, ["join"] if now else [])
-        self._by_state[memo] = allowed
-        return allowed
 
 
 def error_body(error: QueryError) -> bytes:
