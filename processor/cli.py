@@ -378,10 +378,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return serve(settings)
     if command == "rebuild":
+        from processor.stream import rebuild
+
         if not settings.database_url:
             raise ConfigError("DATABASE_URL is not set (or pass --database-url)")
         return asyncio.run(
-            commands.rebuild(settings, args.output_topic or None, processes=args.processes)
+            rebuild.rebuild(settings, args.output_topic or None, processes=args.processes)
         )
     raise ConfigError(f"unknown command {command}")
 

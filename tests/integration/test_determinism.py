@@ -23,7 +23,7 @@ import pytest
 
 from processor.config import Settings
 from processor.storage import open_store
-from processor.stream import commands
+from processor.stream import commands, rebuild
 from tests.conformance.dumps import baseline, differences, dump, input_bytes, input_lines
 from tests.fault.service_process import ServiceProcess
 from tests.fixtures.kafka import NewTopicFactory
@@ -92,7 +92,7 @@ async def test_run_and_rebuild_match_ingest(
     )
     assert not found, found
 
-    summary = await commands.rebuild_database(
+    summary = await rebuild.rebuild_database(
         dataclasses.replace(settings, database_url=second_database), None, progress=False
     )
     assert summary.events == len(input_lines()) and summary.dead_letters == 0

@@ -25,7 +25,7 @@ from processor.generate.traffic import write_jsonl
 from processor.ingest import ingest, read_lines
 from processor.room_state import room_state_lines
 from processor.storage import open_store
-from processor.stream import commands
+from processor.stream import commands, rebuild
 from schemas.codecs import decode_dead_letter
 from tests.fixtures.kafka import NewTopicFactory
 from tests.integration.stream.topic_reader import (
@@ -93,7 +93,7 @@ async def test_rebuild_reaches_the_same_state_and_outputs(
 
     # The rebuild, into an empty database, publishing to a new topic.
     rebuilt_topic = f"{prefix}.rebuilt"
-    summary = await commands.rebuild_database(
+    summary = await rebuild.rebuild_database(
         dataclasses.replace(settings, database_url=second_database), rebuilt_topic
     )
     assert summary.events == 1201
@@ -132,7 +132,7 @@ async def test_rebuild_without_output_topic_publishes_nothing(
     await run_to_end(settings)
     outputs = await _values(settings, settings.output_topic)
 
-    summary = await commands.rebuild_database(
+    summary = await rebuild.rebuild_database(
         dataclasses.replace(settings, database_url=second_database), None
     )
     assert summary.events == 300
@@ -164,9 +164,9 @@ async def test_rebuild_refuses_a_database_that_is_not_empty(
     await run_to_end(settings)
 
     with pytest.raises(ConfigError, match=r"is not empty: it has processed .* up to offsets"):
-        await commands.rebuild_database(settings, f"{prefix}.rebuilt")
+        await rebuild.rebuild_database(settings, f"{prefix}.rebuilt")
     with pytest.raises(ConfigError, match="is a live topic"):
-        await commands.rebuild_database(settings, settings.output_topic)
+        await rebuild.rebuild_database(settings, settings.output_topic)
 
 
 def test_rebuild_of_a_missing_topic_is_a_configuration_error(
@@ -178,7 +178,7 @@ def test_rebuild_of_a_missing_topic_is_a_configuration_error(
         database_url=database_url,
     )
     with pytest.raises(ConfigError, match="does not exist"):
-        asyncio.run(commands.rebuild_database(settings, None))
+        asyncio.run(rebuild.rebuild_database(settings, None))
 
 
 async def test_a_rebuilt_database_publishes_its_first_outputs(
@@ -203,7 +203,7 @@ async def test_a_rebuilt_database_publishes_its_first_outputs(
     await commands.produce(settings, io.BytesIO(before_switch.getvalue().encode()))
     await run_to_end(settings)
     published = len(await _values(settings, settings.output_topic))
-    summary = await commands.rebuild_database(
+    summary = await rebuild.rebuild_database(
         dataclasses.replace(settings, database_url=second_database), None
     )
     assert summary.events == 300
@@ -258,8 +258,8 @@ async def test_rebuild_in_two_processes_reaches_the_same_state(
     produced = await commands.produce(settings, io.BytesIO(_traffic()))
     assert produced == 1201
 
-    one = await commands.rebuild_database(settings, f"{prefix}.one")
-    two = await commands.rebuild_database(
+    one = await rebuild.rebuild_database(settings, f"{prefix}.one")
+    two = await rebuild.rebuild_database(
         dataclasses.replace(settings, database_url=second_database), f"{prefix}.two",
         processes=2,
     )
