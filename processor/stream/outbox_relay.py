@@ -266,10 +266,10 @@ class OutboxRelay:
         call recovers first, so a retry sends only what Kafka does not hold.
 
         Each Kafka transaction takes a few broker round trips (~18 ms measured on the local
-        broker); the next rows are read from the database while it is in flight, so the
-        next transaction starts as soon as it commits. That read also forgets the rows of
-        the transaction before (committed by then); the last ones are forgotten at the end
-        of the pass.
+        broker); when batches were committed meanwhile, the next rows are read from the
+        database while it is in flight, so the next transaction starts as soon as it
+        commits. That read also forgets the rows of the transaction before (committed by
+        then); rows left are forgotten at the end of the pass.
         """
         sent = 0
         async with self._lock:
@@ -286,20 +286,35 @@ class OutboxRelay:
             in_kafka = 0
             while records:
                 complete = len(records) < self._limit
-                next_covered = self._committed_offset
-                reading = asyncio.ensure_future(
-                    asyncio.to_thread(self._delete_and_select, in_kafka, records[-1].seq)
-                )
+                # Batches committed since the read: read their rows while the transaction
+                # is in flight. Otherwise (light load) that read would most likely find
+                # nothing and cost a database call of its own: read after the commit, with
+                # the delete, as one call.
+                ahead = self._committed_offset > covered
+                reading: asyncio.Future[list[OutboxRecord]] | None = None
+                if ahead:
+                    next_covered = self._committed_offset
+                    reading = asyncio.ensure_future(
+                        asyncio.to_thread(self._delete_and_select, in_kafka, records[-1].seq)
+                    )
                 try:
                     await self._publish(producer, records)
                 except BaseException:
-                    # The read deletes only what an earlier transaction committed: let it
-                    # end either way (its rows are read again after recovery).
-                    await asyncio.gather(reading, return_exceptions=True)
+                    if reading is not None:
+                        # It deletes only what an earlier transaction committed: let it end
+                        # either way (its rows are read again after recovery).
+                        await asyncio.gather(reading, return_exceptions=True)
                     raise
-                in_kafka = records[-1].seq
                 try:
-                    following = await reading
+                    if reading is not None:
+                        following = await reading
+                        in_kafka = records[-1].seq
+                    else:
+                        next_covered = self._committed_offset
+                        following = await asyncio.to_thread(
+                            self._delete_and_select, records[-1].seq, records[-1].seq
+                        )
+                        in_kafka = 0
                 except BaseException:
                     # In Kafka but still in the outbox: the next pass must recover first,
                     # or it sends these rows again.
