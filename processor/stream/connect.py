@@ -110,3 +110,7 @@ def kafka_failures_in_one_line(
             raise KafkaUnavailable(f"a Kafka request failed: {_one_line(str(e))}") from e
 
     return wrapper
+
+
+#: Pause before retrying after a transient failure (database or broker unavailable).
+RETRY_SECONDS = 1.0

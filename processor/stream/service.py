@@ -38,11 +38,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -51,14 +48,22 @@ from aiokafka.errors import KafkaError
 from processor.config import Settings
 from processor.core.decision import Outcome
 from processor.errors import CorruptState, StorageError
-from processor.metrics import Health, Metrics, serve_metrics, watch_lag
-from processor.pipeline.processor import PartitionProcessor
+from processor.metrics import Health, Metrics, serve_metrics
 from processor.pipeline.types import BatchResult, InputMessage
-from processor.storage import open_store
 from processor.storage.base import Store
-from processor.stream.connect import start_client
+from processor.stream.connect import RETRY_SECONDS, start_client
+from processor.stream.consumer import (
+    COMMIT_INTERVAL_SECONDS,
+    FETCH_MAX_WAIT_MS,
+    POLL_TIMEOUT_MS,
+    commit_processed,
+    start_group_consumer,
+)
+from processor.stream.database import open_migrated
 from processor.stream.instance_id import InstanceId, claim_instance_id
 from processor.stream.kafka_settings import kafka_client_options
+from processor.stream.lag import watch_input_lag
+from processor.stream.outbox_numbering import number_outbox_past
 from processor.stream.outbox_relay import (
     OutboxRelay,
     RelayFenced,
@@ -66,125 +71,20 @@ from processor.stream.outbox_relay import (
     TailReader,
     TailUnreadable,
 )
+from processor.stream.partition_worker import (
+    PROCESSING_THREADS,
+    PartitionWorker,
+    StaleBatch,
+    log_dead_letters,
+)
 from processor.stream.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 log = logging.getLogger(__name__)
 
 
-#: Pause before retrying after a transient failure (database or broker unavailable).
-RETRY_SECONDS = 1.0
-
-#: Batches processed at the same time, each in a thread of the service's batch pool. More
-#: threads add no CPU (the GIL); they overlap one batch's database round trips with another
-#: batch's Python work. Beyond two, threads waiting for the GIL after every round trip make
-#: each batch slower: measured with tests/benchmarks/bench_e2e.py at 1,000 events/s, six
-#: threads took 71 ms per 15-event batch, two threads 19 ms.
-PROCESSING_THREADS = 2
-
 #: A partition whose queue holds this many batches (batch size x this) is paused in the
 #: consumer until its worker has taken them: bounded memory, and the next batch is full.
 QUEUE_BATCHES = 2
-
-#: The consumer's poll timeout: how often the loop checks for stop, stalls and failures.
-POLL_TIMEOUT_MS = 100
-
-#: The longest a fetch request waits on the broker for input. aiokafka keeps one fetch
-#: in flight per broker: a partition whose queue was just taken (or that was just resumed)
-#: is fetched only after the fetch in flight returns, so its default (500 ms) would be a
-#: latency floor whenever the other partitions are quiet.
-FETCH_MAX_WAIT_MS = 10
-
-#: Seconds between two commits of the processed offsets to Kafka (for lag tooling only).
-COMMIT_INTERVAL_SECONDS = 1.0
-
-
-class StaleBatch(Exception):
-    """The stored input offset moved under us: another instance owns the partition now."""
-
-
-@dataclass
-class PartitionWorker:
-    settings: Settings
-    topic: str
-    partition: int
-    store: Store
-    relay: OutboxRelay
-    max_message_bytes: int
-    #: Held while a batch is taken and processed: whoever holds it keeps the next batch
-    #: from starting (`release` waits on it for the batch in flight).
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: False (a rebuild with no output topic): outputs and dead letters are built, so stream
-    #: positions advance as in the original run, but never written to the outbox.
-    outputs_enabled: bool = True
-    #: Fetched and not yet processed, in offset order.
-    queue: deque[InputMessage] = field(default_factory=deque)
-    #: Set while the queue holds messages, and on release.
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    #: The partition is paused in the consumer (its queue is full).
-    paused: bool = False
-    #: Released: the task ends after the batch in flight.
-    released: bool = False
-    task: asyncio.Task[None] | None = None
-    #: The input offset this worker's last batch stored (None: not known, read it). Saves
-    #: each batch a round trip; a stale value is harmless, as the claim compares it with
-    #: the stored one and a mismatch drops the batch (`StaleBatch`).
-    stored_offset: int | None = None
-
-    def __post_init__(self) -> None:
-        self.processor = PartitionProcessor(
-            self.settings.server_name,
-            partition=self.partition,
-            max_message_bytes=self.max_message_bytes,
-            sink="outbox" if self.outputs_enabled else "memory",
-        )
-
-    def enqueue(self, messages: list[InputMessage]) -> None:
-        self.queue.extend(messages)
-        self.arrived.set()
-
-    def take(self, limit: int) -> list[InputMessage]:
-        """Up to `limit` queued messages, oldest first."""
-        queue = self.queue
-        if len(queue) <= limit:
-            taken = list(queue)
-            queue.clear()
-        else:
-            taken = [queue.popleft() for _ in range(limit)]
-        if not queue:
-            self.arrived.clear()
-        return taken
-
-    def put_back(self, messages: list[InputMessage]) -> None:
-        """`messages` (just taken) go back to the front of the queue, to be retried."""
-        self.queue.extendleft(reversed(messages))
-        if self.queue:
-            self.arrived.set()
-
-    def process(self, messages: list[InputMessage]) -> BatchResult | None:
-        """One transaction: the batch's effects, its outputs and the next input offset."""
-        try:
-            with self.store.batch() as batch:
-                expected = self.stored_offset
-                if expected is None:
-                    expected = batch.select_input_offset(self.topic, self.partition) or 0
-                messages = [m for m in messages if m.offset >= expected]
-                if not messages:
-                    self.stored_offset = expected
-                    return None
-                result = self.processor.process(batch, messages)
-                self.processor.take_outputs()  # memory sink only: nothing to publish
-                next_offset = messages[-1].offset + 1
-                if not batch.claim_input_offset(
-                    self.topic, self.partition, expected, next_offset
-                ):
-                    raise StaleBatch(f"partition {self.partition} moved on from {expected}")
-            # Committed (leaving the block without an exception).
-            self.stored_offset = next_offset
-            return result
-        except BaseException:
-            self.stored_offset = None
-            self.processor.rolled_back()
-            raise
 
 
 class PartitionListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -214,7 +114,7 @@ class RoomserverService:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = Health(settings.stall_seconds)
-        self._store_factory = store_factory or (lambda: _migrated(settings.database_url))
+        self._store_factory = store_factory or (lambda: open_migrated(settings.database_url))
         self._group_id = group_id or settings.consumer_group
         self._output_enabled = output_enabled
         self.workers: dict[int, PartitionWorker] = {}
@@ -513,91 +413,29 @@ class RoomserverService:
             self.metrics.state_resolution_seconds.observe(result.state_resolution_seconds)
         self._count_backlog(partition, result.outputs + len(result.dead_letters))
         if result.outcomes.get(Outcome.DEAD_LETTERED):
-            _log_dead_letters(partition, result)
+            log_dead_letters(partition, result)
 
     async def _watch_lag(self) -> None:
-        """Lag = the broker's end offsets minus the offsets processed, measured with a
-        client of its own so that a hung consumer or worker still shows (`watch_lag`)."""
-        reader = AIOKafkaConsumer(
-            enable_auto_commit=False, isolation_level="read_committed",
-            **self._client_options(),
+        await watch_input_lag(
+            self.settings, self.metrics, self.health,
+            lambda: {p: self._positions.get(p, 0) for p in self.workers},
         )
-        while True:
-            try:
-                await reader.start()
-                break
-            except KafkaError as e:
-                # The broker is away: without this task no lag (and no stall) would ever be
-                # reported, so it keeps trying.
-                await reader.stop()
-                log.warning("lag reader cannot start (%s); retrying", e)
-                await asyncio.sleep(RETRY_SECONDS)
-                reader = AIOKafkaConsumer(
-                    enable_auto_commit=False, isolation_level="read_committed",
-                    **self._client_options(),
-                )
-            except BaseException:
-                await reader.stop()
-                raise
-
-        async def end_offsets(partitions: list[int]) -> dict[int, int]:
-            tps = [TopicPartition(self.settings.input_topic, p) for p in partitions]
-            return {tp.partition: end for tp, end in (await reader.end_offsets(tps)).items()}
-
-        try:
-            await watch_lag(
-                self.metrics,
-                self.health,
-                end_offsets,
-                lambda: {p: self._positions.get(p, 0) for p in self.workers},
-            )
-        finally:
-            await reader.stop()
 
     def _commit_for_lag_tooling(self, consumer: AIOKafkaConsumer) -> None:
-        """Kafka's committed offset is for lag tooling only; the truth is in the database,
-        so a failed commit is harmless. What is committed is the offsets processed (the
-        consumer's own positions run ahead, by what is queued). It runs beside the loop:
-        with the broker away a commit waits for a coordinator, and the loop must not wait
-        with it."""
-        if self._commit is not None and not self._commit.done():
-            return
-        offsets = {
-            TopicPartition(self.settings.input_topic, p): self._positions[p]
-            for p in self.workers
-            if self._positions.get(p)
-        }
-        if not offsets:
-            return
-
-        def done(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.debug("offset commit for lag tooling failed: %s", task.exception())
-
-        self._commit = asyncio.create_task(consumer.commit(offsets))
-        self._commit.add_done_callback(done)
+        self._commit = commit_processed(
+            consumer,
+            self._commit,
+            self.settings.input_topic,
+            {p: self._positions[p] for p in self.workers if self._positions.get(p)},
+        )
 
     def _client_options(self) -> dict[str, object]:
         return kafka_client_options(self.settings)
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            group_instance_id=self._instance.value if self._instance else None,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            **self._client_options(),
+        consumer = await start_group_consumer(
+            self.settings, self._group_id, self._instance.value if self._instance else None
         )
-        try:
-            await consumer.start()
-        except BaseException:
-            await consumer.stop()
-            raise
         self._consumer = consumer
         if self._assigned is None:
             consumer.subscribe([self.settings.input_topic], listener=PartitionListener(self))
@@ -702,43 +540,10 @@ class RoomserverService:
             await self._consume(consumer)
 
     async def _number_outbox_past(self, partitions: int) -> None:
-        """Before any batch commits: number this database's outbox rows above every `seq`
-        the output and dead-letter topics already hold.
-
-        A rebuilt or restored database starts its outbox sequence below what its predecessor
-        published; each relay forgets the rows at or below its partitions' last `seq` as
-        already in Kafka (`OutboxRelay._recover`), so without this the first outputs after
-        the switch would be silently dropped. A database that published those records
-        itself is already past them: nothing moves.
-        """
         assert self._tail is not None
-        topics = (self.settings.output_topic, self.settings.dead_letter_topic)
-        while not self._stop.is_set():
-            try:
-                published = 0
-                for topic in topics:
-                    for p in range(partitions):
-                        try:
-                            last = await self._tail.last_seq(TopicPartition(topic, p))
-                        except TailUnreadable:
-                            # That partition's relay refuses to publish for the same reason
-                            # (and says so); the others need not wait for it.
-                            continue
-                        published = max(published, last)
-                store = self._require_store()
-                if published and await asyncio.to_thread(_advance_outbox_seq, store, published):
-                    log.warning(
-                        "outbox sequence moved past %d, the last seq the output topics hold: "
-                        "this database had not published that far (rebuilt or restored)",
-                        published,
-                    )
-                return
-            except (KafkaError, StorageError) as e:
-                # Processing must not start before this is done; the broker or the
-                # database may be back in a moment.
-                log.warning("reading the output topics' last seq failed (%s); retrying", e)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), RETRY_SECONDS)
+        await number_outbox_past(
+            self._tail, self._require_store, self.settings, partitions, self._stop
+        )
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         last_lag = 0.0
@@ -787,59 +592,6 @@ class RoomserverService:
             await asyncio.to_thread(self._store.close)
             self._store = None
 
-
-#: Dead letters logged one by one per batch; the rest of a flood is summed up by reason.
-DEAD_LETTER_LOG_LINES = 10
-
-
-def _log_dead_letters(partition: int, result: BatchResult) -> None:
-    """A line per dead letter with its reason, input offset and what is wrong (`roomserver
-    dlq list` shows the same); past `DEAD_LETTER_LOG_LINES` in one batch, one line counts
-    the others by reason, so a flood of bad input cannot flood the log."""
-    letters = result.dead_letters
-    for dead in letters[:DEAD_LETTER_LOG_LINES]:
-        log.warning(
-            "partition %d offset %d: dead-lettered (%s): %s",
-            partition, dead.message.offset, dead.reason.value, dead.detail,
-        )
-    rest = letters[DEAD_LETTER_LOG_LINES:]
-    if rest:
-        counts: dict[str, int] = {}
-        for dead in rest:
-            counts[dead.reason.value] = counts.get(dead.reason.value, 0) + 1
-        log.warning(
-            "partition %d: %d more dead-lettered in the batch (%s)",
-            partition, len(rest), ", ".join(f"{r}: {n}" for r, n in sorted(counts.items())),
-        )
-
-
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-#: A paused instance (a "zombie", see `outbox_relay`) can be stopped in the middle of a
-#: batch's transaction, holding row locks its successor needs: PostgreSQL ends a session
-#: left idle inside a transaction for this long, and the successor carries on. Our batches
-#: never wait this long between two statements.
-IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-
-
-def with_idle_timeout(database_url: str) -> str:
-    """`database_url` with `idle_in_transaction_session_timeout` set, unless the URL already
-    sets libpq `options` (the operator's choice wins)."""
-    if not database_url.startswith(("postgresql://", "postgres://")) or "options=" in database_url:
-        return database_url
-    option = quote(f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}")
-    return f"{database_url}{'&' if '?' in database_url else '?'}options={option}"
-
-
-def _advance_outbox_seq(store: Store, published: int) -> bool:
-    with store.batch() as batch:
-        return batch.advance_outbox_seq(published)
-
-
-def _migrated(database_url: str) -> Store:
-    store = open_store(with_idle_timeout(database_url))
-    store.migrate()
-    return store
