@@ -8,7 +8,6 @@ mode (`ingest`, SQLite), which runs the same core without Kafka.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -18,10 +17,8 @@ from pathlib import Path
 import pytest
 
 from processor.config import settings_for
-from processor.ingest import ingest, read_lines
-from processor.storage import open_store
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.topic_reader import outputs_by_room
+from tests.integration.stream.topic_reader import outputs_by_room, reference_outputs
 
 ROOMSERVER = [sys.executable, "-m", "processor.cli"]
 #: A guard against a hung command, not a synchronisation: every command ends on its own.
@@ -70,14 +67,7 @@ def test_generate_produce_run_tail_and_rebuild(
     traffic = tmp_path / "traffic.jsonl"
     roomserver("generate", "--rooms", "3", "--events", "300", "--room-version", "11",
                "--seed", "8", "--output", str(traffic))
-    reference = io.BytesIO()
-    store = open_store(str(tmp_path / "reference.db"))
-    try:
-        with traffic.open("rb") as f:
-            ingest(store, read_lines(f), output=reference)
-    finally:
-        store.close()
-    expected = reference.getvalue().splitlines()
+    expected = reference_outputs(traffic, tmp_path / "reference.db")
 
     env = service_env(kafka_bootstrap_servers, database_url, new_topic(1))
     produced = roomserver("produce", str(traffic), env=env)

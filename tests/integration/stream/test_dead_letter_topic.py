@@ -27,10 +27,14 @@ from processor.config import Settings
 from processor.generate import iter_generate
 from processor.matrix.hashing import add_content_hash
 from processor.stream import commands
-from schemas.codecs import decode_dead_letter
 from schemas.dead_letter import DeadLetterReason
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.topic_reader import read_topic, run_to_end, service_settings
+from tests.integration.stream.topic_reader import (
+    read_dead_letters,
+    read_topic,
+    run_to_end,
+    service_settings,
+)
 
 MISSING_ID = "$" + "A" * 43  # a well-formed v4+ event ID that no input ever carried
 
@@ -114,10 +118,7 @@ async def test_every_dead_letter_case_reaches_the_topic_and_the_partition_flows(
     assert ends == {0: len(lines)}
     await run_to_end(settings)
 
-    dead = [
-        decode_dead_letter(r.value or b"")
-        for r in await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
-    ]
+    dead = await read_dead_letters(settings)
     assert [(d.reason, d.offset) for d in dead] == [
         (reason, len(setup) + i) for i, (reason, _, _) in enumerate(bad)
     ]

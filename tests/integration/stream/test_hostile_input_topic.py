@@ -18,9 +18,13 @@ import pytest
 from processor.config import Settings
 from processor.generate import iter_generate
 from processor.stream import commands
-from schemas.codecs import decode_dead_letter
 from tests.fixtures.kafka import NewTopicFactory
-from tests.integration.stream.topic_reader import read_topic, run_to_end, service_settings
+from tests.integration.stream.topic_reader import (
+    read_dead_letters,
+    read_topic,
+    run_to_end,
+    service_settings,
+)
 
 
 def _line(item: dict[str, Any]) -> bytes:
@@ -79,10 +83,7 @@ async def test_hostile_lines_are_dead_lettered_and_the_good_ones_processed(
     assert produced == len(lines)
     await run_to_end(settings)
 
-    dead = [
-        decode_dead_letter(r.value or b"")
-        for r in await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
-    ]
+    dead = await read_dead_letters(settings)
     assert [(d.reason, d.offset) for d in dead] == [
         (reason, len(setup) + i) for i, (reason, _, _) in enumerate(bad)
     ]

@@ -9,7 +9,6 @@ line naming the cause; no password ever shows in a log line, an error or `--help
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -19,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from processor.cli import build_parser
-from processor.ingest import ingest, read_lines
-from processor.storage import open_store
 from tests.fixtures.postgres import database_name
 from tests.fixtures.secured import (
     SecuredServices,
@@ -28,7 +25,7 @@ from tests.fixtures.secured import (
     drop_database,
 )
 from tests.integration.stream.test_cli import COMMAND_TIMEOUT, ROOMSERVER, roomserver
-from tests.integration.stream.topic_reader import outputs_by_room
+from tests.integration.stream.topic_reader import outputs_by_room, reference_outputs
 
 
 def secured_env(services: SecuredServices, database: str, prefix: str) -> dict[str, str]:
@@ -69,14 +66,7 @@ def test_run_produce_tail_and_rebuild_through_sasl_ssl_and_tls(
     traffic = tmp_path / "traffic.jsonl"
     roomserver("generate", "--rooms", "2", "--events", "120", "--room-version", "11",
                "--seed", "5", "--output", str(traffic))
-    reference = io.BytesIO()
-    store = open_store(str(tmp_path / "reference.db"))
-    try:
-        with traffic.open("rb") as f:
-            ingest(store, read_lines(f), output=reference)
-    finally:
-        store.close()
-    expected = reference.getvalue().splitlines()
+    expected = reference_outputs(traffic, tmp_path / "reference.db")
 
     prefix = f"secured.{uuid.uuid4().hex[:12]}"
     env = secured_env(secured_services, secured_database, prefix)

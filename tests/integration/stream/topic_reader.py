@@ -1,5 +1,6 @@
-"""Test helpers: read a whole topic (up to its end offsets now), group outputs by room, run
-the service until it has caught up with the input topic.
+"""Test helpers: read a whole topic (up to its end offsets now), its dead letters, group outputs
+by room, run the service until it has caught up with the input topic, and the outputs a clean
+`ingest` of the same input gives (the reference a run is compared with).
 
 Reading "up to the end offsets seen at the start" needs no timeout as synchronisation: the
 reader stops when every partition's position has reached its end offset.
@@ -8,8 +9,10 @@ reader stops when every partition's position has reached its end offset.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,8 +21,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from processor.config import Settings
+from processor.ingest import ingest, read_lines
+from processor.storage import open_store
 from processor.stream import commands
 from processor.stream.service import RoomserverService
+from schemas.codecs import decode_dead_letter
+from schemas.dead_letter import DeadLetter
 
 
 def service_settings(
@@ -95,3 +102,21 @@ async def run_to_end(settings: Settings) -> RoomserverService:
     except TimeoutError:
         pytest.fail(f"the service did not catch up within {RUN_TIMEOUT_SECONDS} s")
     return service
+
+
+async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every dead letter on the (one-partition) dead-letter topic so far, decoded."""
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
+    return [decode_dead_letter(r.value or b"") for r in records]
+
+
+def reference_outputs(traffic: Path, database: Path) -> list[bytes]:
+    """The output lines of a clean embedded `ingest` of `traffic` into `database`."""
+    reference = io.BytesIO()
+    store = open_store(str(database))
+    try:
+        with traffic.open("rb") as f:
+            ingest(store, read_lines(f), output=reference)
+    finally:
+        store.close()
+    return reference.getvalue().splitlines()
